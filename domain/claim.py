@@ -1,0 +1,210 @@
+"""The Claim aggregate: one claim and every act said about it, as hash-chained events.
+
+Each command checks the claim's rules first (``check_…``), then triggers exactly one
+event whose canonical body and hash are computed on the spot and stored with it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.canonical import GENESIS_HASH, body_hash, canonical_bytes, event_body
+from domain.errors import ActIdConflict, InvalidInput, NotRetractable, NotVoidable, UnknownAct
+from domain.fold import ActState, ClaimFold
+from domain.values import format_instant, parse_instant
+
+Json = dict[str, Any]
+
+
+def new_act_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+class Claim(Aggregate):
+    """A proposition, and what parties asserted, denied, retracted — and what was voided."""
+
+    class Event(Aggregate.Event):
+        """Every claim event stores its data exactly as hashed (JCS text), and its hashes."""
+
+        TYPE: ClassVar[str] = ""
+        data_json: str
+        prev_hash: str
+        hash: str
+
+        @property
+        def data(self) -> Json:
+            return dict(json.loads(self.data_json))
+
+        @property
+        def recorded_at(self) -> str:
+            return format_instant(self.timestamp)
+
+        def body(self) -> Json:
+            return event_body(
+                claim_id=str(self.originator_id), version=self.originator_version,
+                type=self.TYPE, recorded_at=self.recorded_at, prev_hash=self.prev_hash,
+                data=self.data,
+            )
+
+        def apply(self, aggregate: Any) -> None:
+            body = self.body()
+            body["hash"] = self.hash
+            aggregate.fold.apply(body)
+
+    class Registered(Event, Aggregate.Created):
+        TYPE = "ClaimRegistered"
+
+
+    class Asserted(Event):
+        TYPE = "Asserted"
+
+    class Denied(Event):
+        TYPE = "Denied"
+
+    class Retracted(Event):
+        TYPE = "Retracted"
+
+    class ActVoided(Event):
+        TYPE = "ActVoided"
+
+    def __init__(self) -> None:
+        self.fold = ClaimFold()
+
+    @classmethod
+    def register(
+        cls, claim_id: UUID, *, statement: str, key: str, language: str, subjects: list[str],
+        recorded_at: datetime | None = None,
+    ) -> Claim:
+        data = {"statement": statement, "key": key, "language": language, "subjects": subjects}
+        when = _recorded_time(recorded_at, None)
+        hashed = _hashed(cls.Registered, claim_id, 1, when, GENESIS_HASH, data)
+        return cls._create(cls.Registered, id=claim_id, timestamp=when, **hashed)
+
+    # Reads of the folded state.
+    @property
+    def key(self) -> str:
+        assert self.fold.key is not None
+        return self.fold.key
+
+    @property
+    def statement(self) -> str:
+        assert self.fold.statement is not None
+        return self.fold.statement
+
+    @property
+    def last_hash(self) -> str:
+        return self.fold.last_hash or GENESIS_HASH
+
+    def act(self, act_id: str) -> ActState | None:
+        return self.fold.acts.get(act_id)
+
+    # Commands. Each returns the act as held, which is an older act when the command
+    # is an idempotent retry of one already recorded.
+    def record_stance(self, kind: str, data: Json, recorded_at: datetime | None = None) -> ActState:
+        event_class = {"assert": Claim.Asserted, "deny": Claim.Denied}[kind]
+        data = {**data, "act_id": data.get("act_id") or new_act_id(kind)}
+        existing = self.check_new_act_id(event_class, data)
+        if existing is not None:
+            return existing
+        return self._trigger(event_class, data, recorded_at)
+
+    def retract(self, data: Json, recorded_at: datetime | None = None) -> ActState:
+        data = {**data, "act_id": data.get("act_id") or new_act_id("retract")}
+        existing = self.check_new_act_id(Claim.Retracted, data)
+        if existing is not None:
+            return existing
+        self.check_retractable(data["retracts"], data["party"])
+        return self._trigger(Claim.Retracted, data, recorded_at)
+
+    def void(self, data: Json, recorded_at: datetime | None = None) -> ActState:
+        data = {**data, "act_id": data.get("act_id") or new_act_id("void")}
+        existing = self.check_new_act_id(Claim.ActVoided, data)
+        if existing is not None:
+            return existing
+        self.check_voidable(data["voids"])
+        return self._trigger(Claim.ActVoided, data, recorded_at)
+
+    # Rules.
+    def check_new_act_id(self, event_class: type[Event], data: Json) -> ActState | None:
+        """None for a new act id; the held act for an identical retry."""
+        held = self.fold.acts.get(data["act_id"])
+        if held is None:
+            return None
+        if held.type == event_class.TYPE and held.data == data:
+            return held
+        raise ActIdConflict(
+            f"act_id {data['act_id']!r} is already used on this claim by a different "
+            f"{held.type} act (version {held.version}); choose another act_id, or send "
+            "exactly the same act to retry it"
+        )
+
+    def check_retractable(self, act_id: str, party: Json) -> None:
+        target = self.fold.acts.get(act_id)
+        if target is None:
+            raise UnknownAct(f"claim {self.key!r} holds no act {act_id!r} to retract")
+        if not target.is_stance:
+            raise NotRetractable(
+                f"act {act_id!r} is a {target.type} act; only assertions and denials can be retracted"
+            )
+        if target.voided_by:
+            raise NotRetractable(f"act {act_id!r} was voided by {target.voided_by!r}; it cannot be retracted")
+        if target.retracted_by:
+            raise NotRetractable(f"act {act_id!r} was already retracted by {target.retracted_by!r}")
+        allowed = {p["id"] for p in (target.holder, target.party) if p}
+        if party["id"] not in allowed:
+            raise NotRetractable(
+                f"party {party['id']!r} cannot retract act {act_id!r}: only its holder or the "
+                f"party who said it may ({', '.join(sorted(allowed))})"
+            )
+
+    def check_voidable(self, act_id: str) -> None:
+        target = self.fold.acts.get(act_id)
+        if target is None:
+            raise UnknownAct(f"claim {self.key!r} holds no act {act_id!r} to void")
+        if target.type == "ActVoided":
+            raise NotVoidable(f"act {act_id!r} is itself a void; voids cannot be voided")
+        if target.voided_by:
+            raise NotVoidable(f"act {act_id!r} was already voided by {target.voided_by!r}")
+
+    def _trigger(self, event_class: type[Event], data: Json, recorded_at: datetime | None) -> ActState:
+        previous = self.fold.updated_at
+        when = _recorded_time(recorded_at, previous)
+        hashed = _hashed(event_class, self.id, self.version + 1, when, self.last_hash, data)
+        self.trigger_event(event_class, timestamp=when, **hashed)
+        return self.fold.acts[data["act_id"]]
+
+
+def _recorded_time(requested: datetime | None, previous: str | None) -> datetime:
+    """The server clock, never before the claim's previous event (clocks step back)."""
+    last = parse_instant(previous) if previous else None
+    if requested is not None:
+        if requested.tzinfo is None:
+            raise InvalidInput("recorded_at must carry a UTC offset", "recorded_at")
+        requested = requested.astimezone(UTC)
+        if last is not None and requested < last:
+            raise InvalidInput(
+                f"recorded_at {format_instant(requested)} is before the claim's previous event "
+                f"({previous}); a claim's events are recorded in time order",
+                "recorded_at",
+            )
+        return requested
+    now = datetime.now(UTC)
+    return now if last is None or now >= last else last
+
+
+def _hashed(
+    event_class: type[Claim.Event], claim_id: UUID, version: int, when: datetime,
+    prev_hash: str, data: Json,
+) -> Json:
+    data_json = canonical_bytes(data).decode()
+    body = event_body(
+        claim_id=str(claim_id), version=version, type=event_class.TYPE,
+        recorded_at=format_instant(when), prev_hash=prev_hash, data=json.loads(data_json),
+    )
+    return {"data_json": data_json, "prev_hash": prev_hash, "hash": body_hash(body)}

@@ -1,0 +1,121 @@
+"""Commands a caller gives the ledger, validated into the exact data their events carry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from domain.errors import InvalidInput
+from domain.values import (
+    MAX_STATEMENT,
+    MAX_TEXT,
+    check_language,
+    check_party,
+    check_said_at,
+    check_slug,
+    check_source,
+    check_sources,
+    check_subjects,
+    check_text,
+    key_from_statement,
+)
+
+Json = dict[str, Any]
+Op = Literal["assert", "deny", "retract", "void"]
+
+REGISTER_FIELDS = {"statement", "key", "language", "subjects"}
+ACT_FIELDS: dict[str, set[str]] = {
+    "assert": {"act_id", "party", "on_behalf_of", "said_at", "source", "reported_via", "quote", "note"},
+    "deny": {"act_id", "party", "on_behalf_of", "said_at", "source", "reported_via", "quote", "note"},
+    "retract": {"act_id", "retracts", "party", "said_at", "source", "reason"},
+    "void": {"act_id", "voids", "reason"},
+}
+
+
+@dataclass(frozen=True)
+class RegisterClaim:
+    statement: str
+    key: str
+    language: str = "en"
+    subjects: tuple[str, ...] = ()
+    recorded_at: datetime | None = None
+
+    @classmethod
+    def build(cls, fields: Mapping[str, Any], recorded_at: datetime | None = None) -> RegisterClaim:
+        _reject_unknown(fields, REGISTER_FIELDS, "a claim registration")
+        statement = check_text(
+            fields.get("statement"), "statement", max_len=MAX_STATEMENT, min_len=1, optional=False
+        )
+        assert statement is not None
+        key = fields.get("key")
+        key = key_from_statement(statement) if key is None else check_slug(key, "key")
+        return cls(
+            statement=statement, key=key, language=check_language(fields.get("language")),
+            subjects=tuple(check_subjects(fields.get("subjects"))), recorded_at=recorded_at,
+        )
+
+
+@dataclass(frozen=True)
+class RecordAct:
+    """An assertion, denial, retraction or void on the claim named by id or key."""
+
+    op: Op
+    claim: str
+    data: Json = field(hash=False)
+    recorded_at: datetime | None = None
+    expected_version: int | None = None
+
+    @classmethod
+    def build(
+        cls, op: str, claim: str, fields: Mapping[str, Any], *,
+        recorded_at: datetime | None = None, expected_version: int | None = None,
+    ) -> RecordAct:
+        if op not in ACT_FIELDS:
+            raise InvalidInput(f"unknown op {op!r}; use one of assert, deny, retract, void", "op")
+        if not isinstance(claim, str) or not claim:
+            raise InvalidInput("claim must name a claim by its id or key", "claim")
+        _reject_unknown(fields, ACT_FIELDS[op], f"an {op} act" if op == "assert" else f"a {op} act")
+        act_id = fields.get("act_id")
+        data: Json = {"act_id": None if act_id is None else check_slug(act_id, "act_id")}
+        if op in ("assert", "deny"):
+            data.update(
+                party=check_party(fields.get("party"), "party"),
+                on_behalf_of=check_party(fields.get("on_behalf_of"), "on_behalf_of", optional=True),
+                said_at=check_said_at(fields.get("said_at")),
+                source=check_source(fields.get("source"), "source"),
+                reported_via=check_sources(fields.get("reported_via"), "reported_via"),
+                quote=check_text(fields.get("quote"), "quote", max_len=MAX_TEXT),
+                note=check_text(fields.get("note"), "note", max_len=MAX_TEXT),
+            )
+        elif op == "retract":
+            data.update(
+                retracts=check_slug(fields.get("retracts"), "retracts"),
+                party=check_party(fields.get("party"), "party"),
+                said_at=check_said_at(fields.get("said_at")),
+                source=check_source(fields.get("source"), "source"),
+                reason=check_text(fields.get("reason"), "reason", max_len=MAX_TEXT),
+            )
+        else:
+            data.update(
+                voids=check_slug(fields.get("voids"), "voids"),
+                reason=check_text(fields.get("reason"), "reason", max_len=MAX_TEXT, min_len=1, optional=False),
+            )
+        if expected_version is not None and (not isinstance(expected_version, int) or expected_version < 1):
+            raise InvalidInput("expected version must be a positive integer", "If-Match")
+        return cls(op=op, claim=claim, data=data, recorded_at=recorded_at, expected_version=expected_version)  # type: ignore[arg-type]
+
+
+Command = RegisterClaim | RecordAct
+
+
+def _reject_unknown(fields: Mapping[str, Any], allowed: set[str], what: str) -> None:
+    if not isinstance(fields, Mapping):
+        raise InvalidInput(f"{what} must be a JSON object")
+    extra = set(fields) - allowed
+    if extra:
+        raise InvalidInput(
+            f"{what} does not take {', '.join(sorted(extra))}; allowed fields: {', '.join(sorted(allowed))}",
+            sorted(extra)[0],
+        )

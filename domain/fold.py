@@ -1,0 +1,226 @@
+"""The one definition of how a claim's events fold into stances and a status.
+
+Everything that shows a status — the aggregate's rule checks, the projections, time
+travel, fixture checks and the auditor's local rebuild — folds event bodies through
+:class:`ClaimFold`. The fold is lenient (it never raises on a broken rule: the
+aggregate enforces rules before events exist) so it can replay any filtered slice of
+a history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from domain.values import instant_of
+
+Json = dict[str, Any]
+
+
+class ClaimStatus(StrEnum):
+    UNATTESTED = "unattested"
+    ASSERTED = "asserted"
+    DENIED = "denied"
+    DISPUTED = "disputed"
+    RETRACTED = "retracted"
+
+
+class Stance(StrEnum):
+    ASSERTS = "asserts"
+    DENIES = "denies"
+    WITHDRAWN = "withdrawn"
+
+
+STANCE_OF_TYPE = {"Asserted": Stance.ASSERTS, "Denied": Stance.DENIES}
+COUNTED = {"Asserted": "assertions", "Denied": "denials", "Retracted": "retractions", "ActVoided": "voids"}
+
+
+@dataclass(slots=True)
+class ActState:
+    """What the fold remembers of one act (assertion, denial, retraction or void)."""
+
+    act_id: str
+    type: str
+    version: int
+    party: Json | None
+    holder: Json | None
+    said_at: str | None
+    order: tuple[datetime, int]
+    target: str | None = None
+    retracted_by: str | None = None
+    voided_by: str | None = None
+    data: Json = field(default_factory=dict)
+
+    @property
+    def is_stance(self) -> bool:
+        return self.type in STANCE_OF_TYPE
+
+
+def said_instant(data: Json, recorded_at: str) -> datetime:
+    """When an act was said, on the said axis: recorded_at where said_at is unknown."""
+    said_at = data.get("said_at")
+    return instant_of(said_at if said_at else recorded_at)
+
+
+class ClaimFold:
+    """Folds one claim's event bodies, in version order, into its current view."""
+
+    def __init__(self) -> None:
+        self.claim_id: str | None = None
+        self.key: str | None = None
+        self.statement: str | None = None
+        self.language = "en"
+        self.subjects: list[str] = []
+        self.registered_at: str | None = None
+        self.updated_at: str | None = None
+        self.version = 0
+        self.last_hash: str | None = None
+        self.acts: dict[str, ActState] = {}
+        self.counts = {"assertions": 0, "denials": 0, "retractions": 0, "voids": 0}
+
+    @property
+    def registered(self) -> bool:
+        return self.claim_id is not None
+
+    def apply(self, body: Json) -> None:
+        kind = body["type"]
+        data = body["data"]
+        self.version = body["version"]
+        self.updated_at = body["recorded_at"]
+        self.last_hash = body.get("hash", self.last_hash)
+        if kind == "ClaimRegistered":
+            self.claim_id = body["claim_id"]
+            self.key = data["key"]
+            self.statement = data["statement"]
+            self.language = data.get("language") or "en"
+            self.subjects = list(data.get("subjects") or [])
+            self.registered_at = body["recorded_at"]
+            return
+        if kind not in COUNTED:
+            return
+        self.counts[COUNTED[kind]] += 1
+        act_id = data.get("act_id") or f"v{body['version']}"
+        if kind in STANCE_OF_TYPE:
+            act = ActState(
+                act_id, kind, body["version"], data.get("party"),
+                data.get("on_behalf_of") or data.get("party"), data.get("said_at"),
+                (said_instant(data, body["recorded_at"]), body["version"]), data=data,
+            )
+        elif kind == "Retracted":
+            act = ActState(
+                act_id, kind, body["version"], data.get("party"), data.get("party"),
+                data.get("said_at"), (said_instant(data, body["recorded_at"]), body["version"]),
+                target=data.get("retracts"), data=data,
+            )
+            target = self.acts.get(act.target or "")
+            if target is not None and target.is_stance and not target.retracted_by and not target.voided_by:
+                target.retracted_by = act_id
+        else:  # ActVoided
+            act = ActState(
+                act_id, kind, body["version"], None, None, None,
+                (instant_of(body["recorded_at"]), body["version"]), target=data.get("voids"), data=data,
+            )
+            target = self.acts.get(act.target or "")
+            if target is not None and not target.voided_by and target.type != "ActVoided":
+                target.voided_by = act_id
+                # A voided retraction never happened: its act stands again.
+                withdrawn = self.acts.get(target.target or "") if target.type == "Retracted" else None
+                if withdrawn is not None and withdrawn.retracted_by == target.act_id:
+                    withdrawn.retracted_by = None
+        self.acts[act_id] = act
+
+    def stances(self) -> list[Json]:
+        by_holder: dict[str, list[ActState]] = {}
+        for act in self.acts.values():
+            if act.is_stance and not act.voided_by and act.holder:
+                by_holder.setdefault(act.holder["id"], []).append(act)
+        stances = []
+        for holder_id in sorted(by_holder):
+            acts = by_holder[holder_id]
+            standing = [a for a in acts if not a.retracted_by]
+            if standing:
+                latest = max(standing, key=lambda a: a.order)
+                stances.append({
+                    "holder": latest.holder, "party": latest.party,
+                    "stance": str(STANCE_OF_TYPE[latest.type]),
+                    "act_id": latest.act_id, "said_at": latest.said_at,
+                })
+            else:
+                last = max(acts, key=lambda a: a.order)
+                retraction = self.acts[last.retracted_by or ""]
+                stances.append({
+                    "holder": last.holder, "party": retraction.party,
+                    "stance": str(Stance.WITHDRAWN),
+                    "act_id": retraction.act_id, "said_at": retraction.said_at,
+                })
+        return stances
+
+    def view(self) -> Json:
+        """The claim's read shape (DESIGN §5, GET /v1/claims/{id})."""
+        stances = self.stances()
+        return {
+            "id": self.claim_id, "key": self.key, "statement": self.statement,
+            "language": self.language, "subjects": list(self.subjects),
+            "status": str(status_of(stances)), "stances": stances,
+            "counts": dict(self.counts), "version": self.version,
+            "registered_at": self.registered_at, "updated_at": self.updated_at,
+        }
+
+
+def status_of(stances: list[Json]) -> ClaimStatus:
+    asserting = sum(1 for s in stances if s["stance"] == Stance.ASSERTS)
+    denying = sum(1 for s in stances if s["stance"] == Stance.DENIES)
+    if asserting and denying:
+        return ClaimStatus.DISPUTED
+    if asserting:
+        return ClaimStatus.ASSERTED
+    if denying:
+        return ClaimStatus.DENIED
+    if stances:  # every holder withdrawn
+        return ClaimStatus.RETRACTED
+    return ClaimStatus.UNATTESTED
+
+
+def select_events(
+    bodies: Iterable[Json],
+    *,
+    version: int | None = None,
+    recorded_as_of: datetime | None = None,
+    said_as_of: datetime | None = None,
+) -> list[Json]:
+    """The events a time-travel question sees.
+
+    ``version`` and ``recorded_as_of`` cut the history as the ledger knew it;
+    ``said_as_of`` keeps the acts said by then (voids always count: the party never
+    said the voided act).
+    """
+    chosen = []
+    for body in bodies:
+        if version is not None and body["version"] > version:
+            break
+        if recorded_as_of is not None and instant_of(body["recorded_at"]) > recorded_as_of:
+            continue
+        if said_as_of is not None and body["type"] in ("Asserted", "Denied", "Retracted"):
+            if said_instant(body["data"], body["recorded_at"]) > said_as_of:
+                continue
+        chosen.append(body)
+    return chosen
+
+
+def fold_claim(
+    bodies: Iterable[Json],
+    *,
+    version: int | None = None,
+    recorded_as_of: datetime | None = None,
+    said_as_of: datetime | None = None,
+) -> Json | None:
+    """The claim's view after the chosen events; None when it was not registered yet."""
+    fold = ClaimFold()
+    for body in select_events(
+        bodies, version=version, recorded_as_of=recorded_as_of, said_as_of=said_as_of
+    ):
+        fold.apply(body)
+    return fold.view() if fold.registered else None

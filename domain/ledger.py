@@ -1,0 +1,225 @@
+"""The Ledger application: the commands users call, persisted with `eventsourcing`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, PersistenceError
+
+from domain.claim import Claim
+from domain.commands import Command, RecordAct, RegisterClaim
+from domain.errors import (
+    KeyConflict,
+    LedgerError,
+    StoreUnavailable,
+    UnknownClaim,
+    VersionMismatch,
+)
+from domain.settings import Database
+from domain.values import SLUG, claim_id_for_key
+
+Json = dict[str, Any]
+CONFLICT_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one command did: the event that holds it, or the error that refused it."""
+
+    claim_id: UUID | None = None
+    key: str | None = None
+    act_id: str | None = None
+    version: int | None = None
+    position: int | None = None
+    created: bool = False
+    error: LedgerError | None = None
+
+    def unwrap(self) -> Outcome:
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+class Ledger(Application[UUID]):
+    """Registers claims and records acts on them, many commands per transaction."""
+
+    name = "Ledger"
+
+    def __init__(self, database: Database | None = None, env: dict[str, str] | None = None) -> None:
+        self.database = database or Database.from_url()
+        super().__init__(env={**self.database.library_env(), **(env or {})})
+
+    # One-command conveniences (tests, CLI); errors are raised.
+    def register_claim(self, statement: str, key: str | None = None, **fields: Any) -> Outcome:
+        return self.execute_one(RegisterClaim.build({"statement": statement, "key": key, **fields}))
+
+    def assert_claim(self, claim: str, **fields: Any) -> Outcome:
+        return self.execute_one(RecordAct.build("assert", claim, fields))
+
+    def deny_claim(self, claim: str, **fields: Any) -> Outcome:
+        return self.execute_one(RecordAct.build("deny", claim, fields))
+
+    def retract_act(self, claim: str, **fields: Any) -> Outcome:
+        return self.execute_one(RecordAct.build("retract", claim, fields))
+
+    def void_act(self, claim: str, **fields: Any) -> Outcome:
+        return self.execute_one(RecordAct.build("void", claim, fields))
+
+    def execute_one(self, command: Command) -> Outcome:
+        return self.execute([command])[0].unwrap()
+
+    def execute(self, commands: Sequence[Command]) -> list[Outcome]:
+        """Apply the commands in order and save every resulting event in one transaction.
+
+        A command that breaks a rule fails alone; later commands see the effects of
+        earlier ones. When another writer got to a claim first, everything is reloaded
+        and applied again, so no command is lost to a race.
+        """
+        for attempt in range(CONFLICT_RETRIES):
+            batch = _Batch(self)
+            outcomes = [batch.apply(command) for command in commands]
+            touched = [claim for claim in batch.claims.values() if claim is not None and claim.pending_events]
+            if not touched:
+                return outcomes
+            try:
+                recordings = self.save(*touched)
+            except IntegrityError:
+                time.sleep(0.001 * (attempt + 1))
+                continue
+            except PersistenceError as e:
+                raise StoreUnavailable(f"the event store could not save: {e}") from e
+            positions = {
+                (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
+                for r in recordings
+            }
+            return [
+                o if o.error or not o.created else _with_position(o, positions)
+                for o in outcomes
+            ]
+        raise StoreUnavailable(
+            f"gave up after {CONFLICT_RETRIES} attempts: other writers kept changing the same claims"
+        )
+
+    # Reads of the event store (time travel is answered by the projections).
+    def resolve(self, ref: str) -> UUID:
+        """A claim's id from its UUID or its key (a UUID-shaped key is tried as a key too)."""
+        try:
+            as_uuid = UUID(ref)
+        except ValueError:
+            as_uuid = None
+        if as_uuid is not None and self._exists(as_uuid):
+            return as_uuid
+        if SLUG.fullmatch(ref):
+            by_key = claim_id_for_key(ref)
+            if self._exists(by_key):
+                return by_key
+        raise UnknownClaim(f"no claim has the id or key {ref!r:.130}")
+
+    def get_claim(self, ref: str, version: int | None = None) -> Claim:
+        claim_id = self.resolve(ref)
+        try:
+            return self.repository.get(claim_id, version=version)  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            raise UnknownClaim(f"no claim has the id or key {ref!r:.130}") from None
+
+    def claim_events(self, claim_id: UUID) -> list[Claim.Event]:
+        return list(self.events.get(claim_id))  # type: ignore[arg-type]
+
+    def all_events(self, after: int = 0, batch: int = 1000) -> Iterator[tuple[int, Claim.Event]]:
+        """Every event in log order with its position, streamed in batches."""
+        while True:
+            notifications = self.recorder.select_notifications(after + 1, batch)
+            if not notifications:
+                return
+            for n in notifications:
+                yield n.id, self.mapper.to_domain_event(n)  # type: ignore[misc]
+            after = notifications[-1].id
+
+    def max_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def _exists(self, claim_id: UUID) -> bool:
+        return bool(self.recorder.select_events(claim_id, limit=1))
+
+
+def _with_position(outcome: Outcome, positions: dict[tuple[UUID, int], int]) -> Outcome:
+    position = positions.get((outcome.claim_id, outcome.version))  # type: ignore[arg-type]
+    return Outcome(
+        claim_id=outcome.claim_id, key=outcome.key, act_id=outcome.act_id,
+        version=outcome.version, position=position, created=True,
+    )
+
+
+class _Batch:
+    """The claims one `execute` call touches, loaded once and changed in memory."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.claims: dict[UUID, Claim | None] = {}
+
+    def load(self, claim_id: UUID) -> Claim | None:
+        if claim_id not in self.claims:
+            try:
+                self.claims[claim_id] = self.ledger.repository.get(claim_id)
+            except AggregateNotFoundError:
+                self.claims[claim_id] = None
+        return self.claims[claim_id]
+
+    def resolve(self, ref: str) -> Claim:
+        try:
+            as_uuid: UUID | None = UUID(ref)
+        except ValueError:
+            as_uuid = None
+        if as_uuid is not None and (claim := self.load(as_uuid)) is not None:
+            return claim
+        if SLUG.fullmatch(ref) and (claim := self.load(claim_id_for_key(ref))) is not None:
+            return claim
+        raise UnknownClaim(f"no claim has the id or key {ref!r:.130}; register it first")
+
+    def apply(self, command: Command) -> Outcome:
+        try:
+            if isinstance(command, RegisterClaim):
+                return self.register(command)
+            return self.record(command)
+        except LedgerError as e:
+            return Outcome(error=e)
+        except PersistenceError as e:
+            raise StoreUnavailable(f"the event store could not be read: {e}") from e
+
+    def register(self, command: RegisterClaim) -> Outcome:
+        claim_id = claim_id_for_key(command.key)
+        claim = self.load(claim_id)
+        if claim is not None:
+            if claim.statement != command.statement:
+                raise KeyConflict(
+                    f"key {command.key!r} already names the claim {claim.statement!r:.200}; "
+                    "register this statement under another key"
+                )
+            return Outcome(claim_id=claim_id, key=command.key, version=1, created=False)
+        claim = Claim.register(
+            claim_id, statement=command.statement, key=command.key, language=command.language,
+            subjects=list(command.subjects), recorded_at=command.recorded_at,
+        )
+        self.claims[claim_id] = claim
+        return Outcome(claim_id=claim_id, key=command.key, version=1, created=True)
+
+    def record(self, command: RecordAct) -> Outcome:
+        claim = self.resolve(command.claim)
+        if command.expected_version is not None and command.expected_version != claim.version:
+            raise VersionMismatch(command.expected_version, claim.version)
+        before = claim.version
+        if command.op in ("assert", "deny"):
+            act = claim.record_stance(command.op, command.data, command.recorded_at)
+        elif command.op == "retract":
+            act = claim.retract(command.data, command.recorded_at)
+        else:
+            act = claim.void(command.data, command.recorded_at)
+        return Outcome(
+            claim_id=claim.id, key=claim.key, act_id=act.act_id, version=act.version,
+            created=act.version > before,
+        )

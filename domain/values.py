@@ -1,0 +1,221 @@
+"""Value shapes of the claims world, validated and normalised to plain JSON.
+
+Events store these normalised dicts, so the same input always produces the same
+event body (and therefore the same hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from domain.errors import InvalidInput
+
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,119}")
+# BCP 47, the common subset: language, optional script/region/variants.
+LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+DATE_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+# Claim ids are UUID v5 of the key under this fixed namespace (never change it).
+CLAIM_NAMESPACE = uuid.UUID("6f1c1f0e-4b8a-5c5e-9a3d-2f6c1e0a7b10")
+
+MAX_STATEMENT = 2000
+MAX_NAME = 200
+MAX_TEXT = 10_000
+MAX_URL = 2048
+MAX_SUBJECTS = 50
+MAX_REPORTED_VIA = 20
+
+Json = dict[str, Any]
+
+
+def claim_id_for_key(key: str) -> uuid.UUID:
+    return uuid.uuid5(CLAIM_NAMESPACE, key)
+
+
+def check_slug(value: object, field: str) -> str:
+    if not isinstance(value, str) or not SLUG.fullmatch(value):
+        raise InvalidInput(
+            f"{field} must be a slug: lowercase letters, digits and '-', starting with a "
+            f"letter or digit, 1-120 characters (got {value!r:.80})",
+            field,
+        )
+    return value
+
+
+def check_text(
+    value: object, field: str, *, max_len: int, min_len: int = 0, optional: bool = True
+) -> str | None:
+    if value is None:
+        if optional:
+            return None
+        raise InvalidInput(f"{field} is required", field)
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string", field)
+    if "\x00" in value:
+        raise InvalidInput(f"{field} must not contain NUL characters", field)
+    if len(value) > max_len:
+        raise InvalidInput(f"{field} is {len(value)} characters; at most {max_len}", field)
+    if len(value.strip()) < min_len:
+        raise InvalidInput(f"{field} must have at least {min_len} non-blank characters", field)
+    return value
+
+
+def key_from_statement(statement: str) -> str:
+    """A stable key for a statement registered without one."""
+    ascii_text = unicodedata.normalize("NFKD", statement).encode("ascii", "ignore").decode()
+    words = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:80].strip("-")
+    digest = hashlib.sha256(statement.encode()).hexdigest()[:10]
+    return f"{words}-{digest}" if words else f"claim-{digest}"
+
+
+def check_language(value: object) -> str:
+    if value is None:
+        return "en"
+    if not isinstance(value, str) or len(value) > 35 or not LANGUAGE.fullmatch(value):
+        raise InvalidInput(
+            f"language must be a BCP 47 tag such as 'en' or 'pt-BR' (got {value!r:.40})",
+            "language",
+        )
+    return value
+
+
+def check_subjects(value: object) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise InvalidInput("subjects must be a list of strings", "subjects")
+    if len(value) > MAX_SUBJECTS:
+        raise InvalidInput(f"subjects holds {len(value)} items; at most {MAX_SUBJECTS}", "subjects")
+    out: list[str] = []
+    for s in value:
+        text = check_text(s, "subjects[]", max_len=MAX_NAME, min_len=1, optional=False)
+        assert text is not None
+        if text not in out:
+            out.append(text)
+    return out
+
+
+def check_party(value: object, field: str, *, optional: bool = False) -> Json | None:
+    if value is None:
+        if optional:
+            return None
+        raise InvalidInput(f"{field} is required: an object {{\"id\": slug, \"name\": text}}", field)
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{field} must be an object {{\"id\": slug, \"name\": text}}", field)
+    extra = set(value) - {"id", "name"}
+    if extra:
+        raise InvalidInput(f"{field} has unknown fields {sorted(extra)}; allowed: id, name", field)
+    party_id = check_slug(value.get("id"), f"{field}.id")
+    name = check_text(value.get("name"), f"{field}.name", max_len=MAX_NAME, min_len=1, optional=False)
+    return {"id": party_id, "name": name}
+
+
+def check_source(value: object, field: str) -> Json | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{field} must be an object with url, outlet, title, published_at", field)
+    extra = set(value) - {"url", "outlet", "title", "published_at"}
+    if extra:
+        raise InvalidInput(
+            f"{field} has unknown fields {sorted(extra)}; allowed: url, outlet, title, published_at",
+            field,
+        )
+    url = check_text(value.get("url"), f"{field}.url", max_len=MAX_URL)
+    if url is not None and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:\S+$", url):
+        raise InvalidInput(f"{field}.url must be an absolute URL such as https://…", field)
+    published = value.get("published_at")
+    return {
+        "url": url,
+        "outlet": check_text(value.get("outlet"), f"{field}.outlet", max_len=MAX_NAME),
+        "title": check_text(value.get("title"), f"{field}.title", max_len=MAX_NAME * 5),
+        "published_at": None if published is None else check_said_at(published, f"{field}.published_at"),
+    }
+
+
+def check_sources(value: object, field: str) -> list[Json]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidInput(f"{field} must be a list of sources", field)
+    if len(value) > MAX_REPORTED_VIA:
+        raise InvalidInput(f"{field} holds {len(value)} items; at most {MAX_REPORTED_VIA}", field)
+    out = []
+    for i, item in enumerate(value):
+        source = check_source(item, f"{field}[{i}]")
+        if source is None:
+            raise InvalidInput(f"{field}[{i}] must be a source object, not null", field)
+        out.append(source)
+    return out
+
+
+def format_instant(moment: datetime) -> str:
+    """RFC 3339 in UTC with a 'Z'; microseconds only when there are some."""
+    if moment.tzinfo is None:
+        raise InvalidInput("date-times must carry a UTC offset (e.g. 'Z' or '+03:00')")
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_instant(value: str, field: str = "time") -> datetime:
+    """An RFC 3339 date-time with an offset, as an aware UTC datetime."""
+    if not isinstance(value, str) or not DATE_TIME.fullmatch(value):
+        raise InvalidInput(
+            f"{field} must be an RFC 3339 date-time with an offset, e.g. 2015-09-14T18:00:00Z "
+            f"(got {value!r:.60})",
+            field,
+        )
+    text = value.replace("z", "Z").replace("t", "T").replace(" ", "T")
+    if "." in text:  # Python keeps microseconds only: cut extra digits.
+        head, rest = text.split(".", 1)
+        digits = re.match(r"\d+", rest)
+        assert digits is not None
+        text = head + "." + digits.group()[:6].ljust(6, "0") + rest[digits.end():]
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError as e:
+        raise InvalidInput(f"{field} is not a real date-time: {e}", field) from None
+
+
+def check_said_at(value: object, field: str = "said_at") -> str | None:
+    """A date ('2015-09-14') or an RFC 3339 date-time, normalised; None when unknown."""
+    if value is None:
+        return None
+    if isinstance(value, str) and DATE_ONLY.fullmatch(value):
+        try:
+            return date.fromisoformat(value).isoformat()
+        except ValueError as e:
+            raise InvalidInput(f"{field} is not a real date: {e}", field) from None
+    if isinstance(value, str):
+        return format_instant(parse_instant(value, field))
+    raise InvalidInput(f"{field} must be a date or an RFC 3339 date-time string", field)
+
+
+def instant_of(said_or_recorded: str, *, end_of_day: bool = False) -> datetime:
+    """The moment a normalised time string stands for on the time axis.
+
+    A date-only value counts from the start of its day (the act was said on that
+    day), or up to its end when used as an "as of" bound.
+    """
+    if DATE_ONLY.fullmatch(said_or_recorded):
+        day = date.fromisoformat(said_or_recorded)
+        return datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
+    return parse_instant(said_or_recorded)
+
+
+def parse_as_of(value: str, field: str) -> datetime:
+    """A time-travel bound: a date means the end of that day (UTC)."""
+    normalised = check_said_at(value, field)
+    assert normalised is not None
+    return instant_of(normalised, end_of_day=True)

@@ -1,0 +1,83 @@
+"""Shared test fixtures: a fresh ledger on a SQLite file and on the real PostgreSQL.
+
+PostgreSQL tests run in their own schema of the test database. When the server
+cannot be reached they fail under CI (CI=true) and are skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from domain import Database, Ledger
+
+POSTGRES_URL = os.environ.get(
+    "LEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ["sqlite", "postgres"]
+
+
+def postgres_available() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return None
+    except psycopg.Error as e:
+        return str(e)
+
+
+def require_postgres() -> None:
+    problem = postgres_available()
+    if problem is None:
+        return
+    message = f"PostgreSQL at {POSTGRES_URL} is unreachable: {problem}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def new_database_url(backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / f'ledger-{uuid.uuid4().hex[:8]}.db'}"
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    return f"{POSTGRES_URL}?schema={schema}"
+
+
+def drop_schema(url: str) -> None:
+    database = Database.from_url(url)
+    if database.backend == "postgres" and database.schema != "public":
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{database.schema}" CASCADE')
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    url = new_database_url(backend, tmp_path)
+    yield url
+    drop_schema(url)
+
+
+@pytest.fixture
+def ledger(database_url: str) -> Iterator[Ledger]:
+    app = Ledger(Database.from_url(database_url))
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> Iterator[Ledger]:
+    app = Ledger(Database.from_url(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    yield app
+    app.close()
