@@ -1,0 +1,144 @@
+"""Connections to the read-model tables, which live in the ledger's own database.
+
+One small interface over SQLite and PostgreSQL: SQL is written once with ``?``
+placeholders; dialect differences (full-text search, locking) stay in the callers that
+need them, keyed on ``store.backend``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from domain.errors import StoreUnavailable
+from domain.settings import Database
+
+Params = Sequence[Any]
+
+
+class Cursor:
+    """A DB-API cursor that takes ``?`` placeholders on both backends."""
+
+    def __init__(self, raw: Any, backend: str) -> None:
+        self.raw = raw
+        self.backend = backend
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.backend == "postgres" else sql
+
+    def execute(self, sql: str, params: Params = ()) -> Cursor:
+        self.raw.execute(self._sql(sql), tuple(params))
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        if rows:
+            self.raw.executemany(self._sql(sql), [tuple(r) for r in rows])
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row = self.raw.fetchone()
+        return None if row is None else tuple(row)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.raw.fetchall()]
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.raw.rowcount)
+
+
+class ReadStore:
+    """Transactions on the read-model database (SQLite file or PostgreSQL schema)."""
+
+    def __init__(self, database: Database, pool_size: int = 8) -> None:
+        self.database = database
+        self.backend = database.backend
+        self._local = threading.local()
+        self._pool: ConnectionPool | None = None
+        if self.backend == "postgres":
+            database.ensure_schema()
+            self._pool = ConnectionPool(
+                kwargs={
+                    **database.connect_kwargs(),
+                    "options": f"-c search_path={database.schema} -c lock_timeout=5000"
+                    " -c idle_in_transaction_session_timeout=60000",
+                },
+                min_size=1, max_size=pool_size, timeout=5, open=True,
+                check=ConnectionPool.check_connection,
+            )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _sqlite(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.database.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """A write transaction: everything in it commits together or not at all."""
+        if self.backend == "sqlite":
+            conn = self._sqlite()
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield Cursor(cur, "sqlite")
+            except BaseException:
+                conn.rollback()
+                raise
+            else:
+                conn.commit()
+            return
+        assert self._pool is not None
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                yield Cursor(cur, "postgres")
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            raise StoreUnavailable(f"the read-model database is unreachable: {e}") from e
+        except psycopg.errors.LockNotAvailable as e:
+            raise StoreUnavailable(f"the read-model database is busy: {e}") from e
+        except PoolTimeout as e:
+            raise StoreUnavailable(f"no database connection free: {e}") from e
+
+    @contextmanager
+    def reading(self) -> Iterator[Cursor]:
+        """A read-only snapshot (one consistent view for several queries)."""
+        if self.backend == "sqlite":
+            conn = self._sqlite()
+            cur = conn.cursor()
+            cur.execute("BEGIN")
+            try:
+                yield Cursor(cur, "sqlite")
+            finally:
+                conn.rollback()
+            return
+        assert self._pool is not None
+        try:
+            with self._pool.connection() as conn:
+                conn.read_only = True
+                try:
+                    with conn.transaction(), conn.cursor() as cur:
+                        yield Cursor(cur, "postgres")
+                finally:
+                    conn.read_only = False
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            raise StoreUnavailable(f"the read-model database is unreachable: {e}") from e
+        except PoolTimeout as e:
+            raise StoreUnavailable(f"no database connection free: {e}") from e
