@@ -1,0 +1,5 @@
+"""`claims` commands: audit."""
+
+from __future__ import annotations
+
+from api.cli import app  # noqa: F401

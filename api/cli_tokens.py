@@ -1,0 +1,5 @@
+"""`claims` commands: tokens."""
+
+from __future__ import annotations
+
+from api.cli import app  # noqa: F401
