@@ -43,3 +43,22 @@ def event_body(
 
 def body_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(body)).hexdigest()
+
+
+def body_text(
+    *, claim_id: str, version: int, type: str, recorded_at: str, prev_hash: str, data_json: str  # noqa: A002
+) -> str:
+    """The JCS text of an event body, assembled from its already-canonical data.
+
+    Equal to ``canonical_bytes(event_body(...)).decode()``: JCS orders the body's keys
+    as written here, and the other values are plain ASCII with nothing to escape. It
+    spares re-canonicalising data that was canonicalised when the event was made.
+    """
+    return (
+        f'{{"claim_id":"{claim_id}","data":{data_json},"prev_hash":"{prev_hash}",'
+        f'"recorded_at":"{recorded_at}","type":"{type}","version":{version}}}'
+    )
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.canonical import GENESIS_HASH, body_hash, canonical_bytes, event_body
+from domain.canonical import GENESIS_HASH, body_text, canonical_bytes, event_body, text_hash
 from domain.errors import ActIdConflict, InvalidInput, NotRetractable, NotVoidable, UnknownAct
 from domain.fold import ActState, ClaimFold
 from domain.values import format_instant, parse_instant
@@ -44,6 +44,13 @@ class Claim(Aggregate):
         @property
         def recorded_at(self) -> str:
             return format_instant(self.timestamp)
+
+        def body_text(self) -> str:
+            """The body's JCS text: exactly the bytes its hash is over."""
+            return body_text(
+                claim_id=str(self.originator_id), version=self.originator_version, type=self.TYPE,
+                recorded_at=self.recorded_at, prev_hash=self.prev_hash, data_json=self.data_json,
+            )
 
         def body(self) -> Json:
             return event_body(
@@ -203,8 +210,8 @@ def _hashed(
     prev_hash: str, data: Json,
 ) -> Json:
     data_json = canonical_bytes(data).decode()
-    body = event_body(
+    text = body_text(
         claim_id=str(claim_id), version=version, type=event_class.TYPE,
-        recorded_at=format_instant(when), prev_hash=prev_hash, data=json.loads(data_json),
+        recorded_at=format_instant(when), prev_hash=prev_hash, data_json=data_json,
     )
-    return {"data_json": data_json, "prev_hash": prev_hash, "hash": body_hash(body)}
+    return {"data_json": data_json, "prev_hash": prev_hash, "hash": text_hash(text)}

@@ -1,0 +1,260 @@
+"""Read queries over the projections: each answers from one indexed lookup.
+
+Time travel replays one claim's history rows through the domain fold; parsed histories
+are cached (history is append-only), so a long claim answers in milliseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.errors import InvalidInput
+from domain.fold import ClaimStatus, fold_claim, select_events
+from projections.db import ReadStore
+from projections.tables import LIVE, Tables
+
+Json = dict[str, Any]
+MAX_LIMIT = 500
+HISTORY_FIELDS = (
+    "act_id", "party", "on_behalf_of", "said_at", "source", "reported_via", "quote", "note",
+    "retracts", "voids", "reason",
+)
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def history_item(position: int, body: Json) -> Json:
+    """One event in the history shape of DESIGN §5."""
+    data = body["data"]
+    item: Json = {
+        "position": position, "version": body["version"], "type": body["type"],
+        "recorded_at": body["recorded_at"],
+    }
+    for name in HISTORY_FIELDS:
+        item[name] = data.get(name, [] if name == "reported_via" else None)
+    if body["type"] == "ClaimRegistered":
+        item.update(statement=data["statement"], key=data["key"], language=data.get("language"),
+                    subjects=data.get("subjects", []))
+    item["prev_hash"] = body["prev_hash"]
+    item["hash"] = body["hash"]
+    return item
+
+
+def encode_cursor(after: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        after = json.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
+        if not isinstance(after, int) or after < 0:
+            raise ValueError(after)
+        return after
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput(
+            "cursor is not one this server gave out; pass next_cursor from the previous page unchanged",
+            "cursor",
+        ) from None
+
+
+class ReadModels:
+    """Answers the API's read questions from the live read-model tables."""
+
+    def __init__(self, store: ReadStore, *, cache_claims: int = 2_000) -> None:
+        self.store = store
+        self.tables = Tables(LIVE)
+        self._histories: OrderedDict[str, list[tuple[int, Json]]] = OrderedDict()
+        self._cache_claims = cache_claims
+        self._lock = threading.Lock()
+
+    # Claims.
+    def resolve(self, ref: str) -> str | None:
+        """The claim id for a UUID or a key; a UUID-shaped key is tried as a key too."""
+        t = self.tables
+        with self.store.reading() as cur:
+            try:
+                as_uuid = str(UUID(ref))
+            except ValueError:
+                as_uuid = None
+            if as_uuid is not None:
+                row = cur.execute(f"SELECT claim_id FROM {t.claims} WHERE claim_id = ?", (as_uuid,)).fetchone()
+                if row:
+                    return str(row[0])
+            row = cur.execute(f"SELECT claim_id FROM {t.claims} WHERE key = ?", (ref,)).fetchone()
+            return str(row[0]) if row else None
+
+    def claim(self, ref: str) -> Json | None:
+        claim_id = self.resolve(ref)
+        if claim_id is None:
+            return None
+        with self.store.reading() as cur:
+            row = cur.execute(f"SELECT view FROM {self.tables.claims} WHERE claim_id = ?", (claim_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def claim_at(
+        self, ref: str, version: int | None = None, recorded_as_of: datetime | None = None,
+        said_as_of: datetime | None = None,
+    ) -> Json | None:
+        """The claim as of a version and/or a moment on either time axis."""
+        if version is None and recorded_as_of is None and said_as_of is None:
+            return self.claim(ref)
+        _check_version(version)
+        claim_id = self.resolve(ref)
+        if claim_id is None:
+            return None
+        bodies = [body for _, body in self._history_rows(claim_id)]
+        if version is not None and version > len(bodies):
+            return None
+        return fold_claim(bodies, version=version, recorded_as_of=recorded_as_of, said_as_of=said_as_of)
+
+    def history(self, ref: str) -> Json | None:
+        return self.history_at(ref)
+
+    def history_at(
+        self, ref: str, version: int | None = None, recorded_as_of: datetime | None = None,
+        said_as_of: datetime | None = None,
+    ) -> Json | None:
+        _check_version(version)
+        claim_id = self.resolve(ref)
+        if claim_id is None:
+            return None
+        rows = self._history_rows(claim_id)
+        if version is not None and version > len(rows):
+            return None
+        position_of = {id(body): position for position, body in rows}
+        chosen = select_events(
+            (body for _, body in rows), version=version, recorded_as_of=recorded_as_of, said_as_of=said_as_of
+        )
+        if not chosen or chosen[0]["type"] != "ClaimRegistered":
+            return None
+        return {"claim_id": claim_id, "events": [history_item(position_of[id(b)], b) for b in chosen]}
+
+    def _history_rows(self, claim_id: str) -> list[tuple[int, Json]]:
+        with self._lock:
+            cached = list(self._histories.get(claim_id, []))
+        with self.store.reading() as cur:
+            new = cur.execute(
+                f"SELECT position, body, hash FROM {self.tables.history}"
+                " WHERE claim_id = ? AND version > ? ORDER BY version",
+                (claim_id, len(cached)),
+            ).fetchall()
+        for position, text, digest in new:
+            body = json.loads(text)
+            body["hash"] = digest
+            cached.append((int(position), body))
+        with self._lock:
+            self._histories[claim_id] = cached
+            self._histories.move_to_end(claim_id)
+            while len(self._histories) > self._cache_claims:
+                self._histories.popitem(last=False)
+        return cached
+
+    def list_claims(
+        self, status: str | None = None, party: str | None = None, subject: str | None = None,
+        q: str | None = None, limit: int = 50, cursor: str | None = None,
+    ) -> tuple[list[Json], str | None]:
+        t = self.tables
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}", "limit")
+        after = decode_cursor(cursor) if cursor else 0
+        where = ["c.reg_position > ?"]
+        params: list[Any] = [after]
+        if status is not None:
+            if status not in {s.value for s in ClaimStatus}:
+                raise InvalidInput(
+                    f"status must be one of {', '.join(s.value for s in ClaimStatus)} (got {status!r:.40})",
+                    "status",
+                )
+            where.append("c.status = ?")
+            params.append(status)
+        if subject is not None:
+            where.append(f"c.claim_id IN (SELECT claim_id FROM {t.subjects} WHERE subject = ?)")
+            params.append(subject)
+        if party is not None:
+            where.append(
+                f"c.claim_id IN (SELECT claim_id FROM {t.stances} WHERE holder_id = ? OR party_id = ?)"
+            )
+            params += [party, party]
+        if q is not None:
+            words = WORD.findall(q)
+            if not words:
+                raise InvalidInput("q must contain at least one word to search for", "q")
+            if self.store.backend == "postgres":
+                where.append("c.tsv @@ plainto_tsquery('simple', ?)")
+                params.append(" ".join(words))
+            else:
+                # Each word quoted: FTS5 query syntax in user input is searched as text.
+                where.append(f"c.claim_id IN (SELECT claim_id FROM {t.search} WHERE {t.search} MATCH ?)")
+                params.append(" ".join('"' + w.replace('"', "") + '"' for w in words))
+        sql = (
+            f"SELECT c.view, c.reg_position FROM {t.claims} c WHERE {' AND '.join(where)}"
+            " ORDER BY c.reg_position LIMIT ?"
+        )
+        with self.store.reading() as cur:
+            rows = cur.execute(sql, [*params, limit + 1]).fetchall()
+        items = [json.loads(view) for view, _ in rows[:limit]]
+        next_cursor = encode_cursor(int(rows[limit - 1][1])) if len(rows) > limit else None
+        return items, next_cursor
+
+    # Parties.
+    def party(self, party_id: str) -> Json | None:
+        t = self.tables
+        with self.store.reading() as cur:
+            held = cur.execute(
+                f"SELECT item FROM {t.stances} WHERE holder_id = ? ORDER BY reg_position", (party_id,)
+            ).fetchall()
+            spoken = cur.execute(
+                f"SELECT item FROM {t.stances} WHERE party_id = ? AND holder_id <> ? ORDER BY reg_position",
+                (party_id, party_id),
+            ).fetchall()
+        if not held and not spoken:
+            return None
+        stances = [json.loads(i) for (i,) in held]
+        spoken_for = [json.loads(i) for (i,) in spoken]
+        first = (stances or spoken_for)[0]
+        name = first["holder"]["name"] if stances else first["party"]["name"]
+        return {"party_id": party_id, "name": name, "stances": stances, "spoken_for_others": spoken_for}
+
+    # The event feed and positions.
+    def feed(self, after: int = 0, limit: int = 100) -> list[Json]:
+        if after < 0:
+            raise InvalidInput("after must be 0 or a position from a previous page", "after")
+        if not 1 <= limit <= 10_000:
+            raise InvalidInput("limit must be between 1 and 10000", "limit")
+        with self.store.reading() as cur:
+            rows = cur.execute(
+                f"SELECT position, hash, body FROM {self.tables.history} WHERE position > ?"
+                " ORDER BY position LIMIT ?", (after, limit),
+            ).fetchall()
+        return [{"position": int(p), "hash": h, "body": json.loads(b)} for p, h, b in rows]
+
+    def position(self) -> int:
+        with self.store.reading() as cur:
+            row = cur.execute(f"SELECT position FROM {self.tables.tracking} WHERE name = 'ledger'").fetchone()
+        return int(row[0]) if row else 0
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """True once the projections have applied `position` (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            if self.position() >= position:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def _check_version(version: int | None) -> None:
+    if version is not None and version < 1:
+        raise InvalidInput("version must be 1 or more", "version")
