@@ -1,0 +1,257 @@
+"""The HTTP API's app factory: routes, errors as problems, request ids, body limits, lifespan.
+
+    create_app(url="sqlite:///ledger.db")   # opens (and closes) its own Runtime
+    create_app(runtime)                      # uses one the caller owns
+
+The lifespan starts the group-commit writer and, unless run_projections=False, the
+projection engine thread; it stops both (and closes a Runtime it opened) on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import problems
+from api.auth import TokenStore
+from api.idempotency import IdempotencyStore
+from api.metrics import ApiMetrics
+from api.routes import acts, claims, events, health, parties
+from api.routes.deps import ApiSettings, Services
+from api.schemas import ProblemDetail
+from api.writer import GroupWriter
+from projections.runtime import Runtime
+
+log = logging.getLogger("claims.api")
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+DESCRIPTION = """An event-sourced ledger of claims: who asserted, denied and retracted what.
+
+Writes need a bearer token (`claims token create --role recorder`); reads are open unless
+the server runs with `LEDGER_READ_TOKENS_REQUIRED=1`. Every write answers with the log
+`position` of its event; pass it to any read as `?min_position=` to read your own write.
+Errors are RFC 9457 problem details (`application/problem+json`).
+"""
+
+
+def open_services(
+    runtime: Runtime | None, url: str | None, settings: ApiSettings, run_projections: bool
+) -> Services:
+    rt = runtime or Runtime.open(url, pool_size=settings.threads + 2)
+    try:
+        tokens = TokenStore(rt.store)
+        tokens.ensure_table()
+        idempotency = IdempotencyStore(rt.store)
+        idempotency.ensure_table()
+        idempotency.purge()
+        metrics = ApiMetrics(lambda: (rt.read.position(), rt.ledger.max_position()))
+        writer = GroupWriter(rt.ledger, max_batch=settings.max_batch, on_commit=metrics.observe_commit)
+        writer.start()
+        engine_thread = rt.engine.start_thread() if run_projections else None
+    except BaseException:
+        if runtime is None:
+            rt.close()
+        raise
+    return Services(rt, settings, writer, tokens, idempotency, metrics, run_projections, engine_thread)
+
+
+def close_services(services: Services, *, owns_runtime: bool) -> None:
+    services.writer.stop()
+    if services.runs_projections:
+        services.runtime.engine.stop()
+    if owns_runtime:
+        services.runtime.close()
+
+
+def create_app(
+    runtime: Runtime | None = None, *, url: str | None = None, run_projections: bool = True,
+    settings: ApiSettings | None = None,
+) -> FastAPI:
+    """The API on `runtime`, or on a Runtime it opens on `url` (default LEDGER_DATABASE_URL)."""
+    settings = settings or ApiSettings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync endpoints run in AnyIO's thread pool; the read pool has one connection per thread.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        services = await anyio.to_thread.run_sync(open_services, runtime, url, settings, run_projections)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(lambda: close_services(services, owns_runtime=runtime is None))
+            del app.state.services
+
+    app = FastAPI(
+        title="Claims ledger", version="1.0", description=DESCRIPTION, lifespan=lifespan,
+        openapi_tags=[
+            {"name": "claims", "description": "Register, read, list and time-travel claims."},
+            {"name": "acts", "description": "Assertions, denials, retractions and voids."},
+            {"name": "parties", "description": "Where parties stand."},
+            {"name": "audit", "description": "The event feed."},
+            {"name": "operations", "description": "Health and metrics."},
+        ],
+    )
+    problems.install(app)
+    for module in (claims, acts, parties, events, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)  # added last: outermost
+    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def worker_app() -> FastAPI:
+    """An API worker of `claims serve --workers N`: the projection process runs the engine."""
+    return create_app(run_projections=False)
+
+
+def openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = ProblemDetail.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        for name, sub in ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}").get(
+            "$defs", {}
+        ).items():
+            schema["components"]["schemas"].setdefault(name, sub)
+        schema["components"]["schemas"]["Problem"].pop("$defs", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _request_id(scope: Scope) -> str:
+    return str(scope.get("state", {}).get("request_id", ""))
+
+
+class RequestContext:
+    """Request ids, metrics, and the last line of defence: an unexpected error is logged and
+    answered as a 500 problem (never a stack trace)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-Id"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unexpected error on %s %s (request %s)", scope["method"], scope["path"], request_id)
+            if not response_started:
+                response = problems.problem_response(
+                    500, f"the server failed on this request; it is logged under request id {request_id}",
+                    code="internal-error", instance=scope["path"], request_id=request_id,
+                )
+                await response(scope, receive, send_with_id)
+        finally:
+            services = getattr(scope["app"].state, "services", None) if "app" in scope else None
+            if isinstance(services, Services):
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                services.metrics.observe_request(scope["method"], template, status, time.perf_counter() - started)
+
+
+class BodyGuard:
+    """Request bodies: at most `max_bytes` (413, by Content-Length and by what arrives),
+    JSON (415) and UTF-8 (422) — checked before anything parses them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self.reject(scope, receive, send, *self.too_large(declared))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self.reject(scope, receive, send, *self.too_large(None))
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body:
+            media = headers.get("content-type", "").split(";")[0].strip().lower()
+            if media != "application/json" and not media.endswith("+json"):
+                await self.reject(scope, receive, send, 415, "unsupported-media-type",
+                                  "send the body as JSON with 'Content-Type: application/json'")
+                return
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as e:
+                await self.reject(scope, receive, send, 422, "malformed-body",
+                                  f"the request body is not valid UTF-8 (byte {e.start}); send UTF-8 JSON")
+                return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def too_large(self, declared: str | None) -> tuple[int, str, str]:
+        if declared is not None and not declared.isdigit():
+            return 400, "bad-content-length", "Content-Length must be a number of bytes"
+        return 413, "body-too-large", (
+            f"the request body is larger than {self.max_bytes // 1024} KiB; send one claim or act per request"
+        )
+
+    @staticmethod
+    async def reject(scope: Scope, receive: Receive, send: Send, status: int, code: str, detail: str) -> None:
+        title = {422: "Malformed request body"}.get(status)
+        response = problems.problem_response(
+            status, detail, code=code, title=title, instance=scope["path"], request_id=_request_id(scope)
+        )
+        await response(scope, receive, send)

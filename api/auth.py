@@ -1,0 +1,179 @@
+"""Bearer tokens and roles: tokens are shown once and stored only as SHA-256 hashes.
+
+A request's token is looked up by its hash on every request (no cache), so a revoked
+token stops working at once. Tokens never reach a log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from api.problems import Problem
+from domain.errors import InvalidInput
+from domain.values import format_instant
+from projections.db import ReadStore
+
+TABLE = "api_tokens"
+TOKEN_PREFIX = "clm_"  # noqa: S105 - a marker that makes leaked tokens easy to find, not a secret
+MAX_LABEL = 200
+
+
+class Role(StrEnum):
+    """Ordered: each role may do everything the roles before it may."""
+
+    READER = "reader"
+    RECORDER = "recorder"
+    EDITOR = "editor"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's id (never the token), its role and label."""
+
+    token_id: str
+    role: Role
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    token_id: str
+    role: Role
+    label: str | None
+    created_at: str
+    revoked_at: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    """The `api_tokens` table in the ledger's database."""
+
+    def __init__(self, store: ReadStore) -> None:
+        self.store = store
+
+    def ensure_table(self) -> None:
+        with self.store.transaction() as cur:
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+                " id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL,"
+                " label TEXT, created_at TEXT NOT NULL, revoked_at TEXT)"
+            )
+
+    def create(self, role: Role | str, label: str | None = None) -> tuple[TokenRecord, str]:
+        """A new token: its record, and the token itself (shown once, never stored)."""
+        role = _role(role)
+        if label is not None and (len(label) > MAX_LABEL or "\x00" in label):
+            raise InvalidInput(f"label must be at most {MAX_LABEL} characters of text", "label")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        record = TokenRecord(
+            token_id="tok-" + secrets.token_hex(6), role=role, label=label,
+            created_at=format_instant(datetime.now(UTC)), revoked_at=None,
+        )
+        with self.store.transaction() as cur:
+            cur.execute(
+                f"INSERT INTO {TABLE} (id, token_hash, role, label, created_at) VALUES (?, ?, ?, ?, ?)",
+                (record.token_id, token_hash(token), record.role.value, label, record.created_at),
+            )
+        return record, token
+
+    def list(self) -> list[TokenRecord]:
+        with self.store.reading() as cur:
+            rows = cur.execute(
+                f"SELECT id, role, label, created_at, revoked_at FROM {TABLE} ORDER BY created_at, id"
+            ).fetchall()
+        return [TokenRecord(r[0], Role(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    def revoke(self, token_id: str) -> TokenRecord | None:
+        """Revoke a token (again is fine); None when no token has that id."""
+        with self.store.transaction() as cur:
+            cur.execute(
+                f"UPDATE {TABLE} SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (format_instant(datetime.now(UTC)), token_id),
+            )
+            row = cur.execute(
+                f"SELECT id, role, label, created_at, revoked_at FROM {TABLE} WHERE id = ?", (token_id,)
+            ).fetchone()
+        return None if row is None else TokenRecord(row[0], Role(row[1]), row[2], row[3], row[4])
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal of an active token, else None."""
+        digest = token_hash(token)
+        with self.store.reading() as cur:
+            row = cur.execute(
+                f"SELECT id, token_hash, role, label, revoked_at FROM {TABLE} WHERE token_hash = ?", (digest,)
+            ).fetchone()
+        if row is None or not hmac.compare_digest(str(row[1]), digest) or row[4] is not None:
+            return None
+        return Principal(token_id=str(row[0]), role=Role(row[2]), label=row[3])
+
+
+def _role(value: Role | str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise InvalidInput(
+            f"role must be one of {', '.join(r.value for r in Role)} (got {value!r:.40})", "role"
+        ) from None
+
+
+def unauthorized(detail: str, *, token_given: bool) -> Problem:
+    challenge = 'Bearer realm="claims-ledger"'
+    if token_given:
+        challenge += ', error="invalid_token"'
+    return Problem(401, detail, code="unauthorized", title="Unauthorized",
+                   headers={"WWW-Authenticate": challenge})
+
+
+def principal_from_header(tokens: TokenStore, authorization: str | None) -> Principal | None:
+    """The caller named by an Authorization header; None without one; 401 for a bad one."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise unauthorized("send the token as 'Authorization: Bearer <token>'", token_given=True)
+    principal = tokens.authenticate(token)
+    if principal is None:
+        raise unauthorized(
+            "the bearer token is unknown or revoked; make one with `claims token create --role R`",
+            token_given=True,
+        )
+    return principal
+
+
+def require_role(principal: Principal | None, needed: Role) -> Principal:
+    """401 without a token, 403 when its role is below `needed`."""
+    if principal is None:
+        raise unauthorized(
+            f"this operation needs a bearer token with role {needed.value} or above; "
+            f"make one with `claims token create --role {needed.value}`",
+            token_given=False,
+        )
+    if not principal.role.allows(needed):
+        raise Problem(
+            403, f"this operation needs role {needed.value} or above; token {principal.token_id} "
+            f"has role {principal.role.value}",
+            code="forbidden", title="Forbidden",
+        )
+    return principal

@@ -1,0 +1,84 @@
+"""Prometheus metrics: requests by route template and status, latency, writes, projection lag.
+
+Each app has its own registry (tests build many apps in one process). Under
+`claims serve --workers N` the workers share PROMETHEUS_MULTIPROC_DIR, and a scrape of
+any worker reports the sum over all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from domain.ledger import Outcome
+
+log = logging.getLogger("claims.api")
+
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+# (projection position, log head) read at scrape time.
+PositionProbe = Callable[[], tuple[int, int]]
+
+
+class ProjectionCollector(Collector):
+    def __init__(self, probe: PositionProbe) -> None:
+        self.probe = probe
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            position, head = self.probe()
+        except Exception as e:  # a scrape must answer even while the database is down
+            log.warning("projection metrics unavailable: %s", e)
+            return
+        yield GaugeMetricFamily("claims_projection_position", "Last log position applied to the read models",
+                                value=position)
+        yield GaugeMetricFamily("claims_log_head_position", "Newest position in the event log", value=head)
+        yield GaugeMetricFamily("claims_projection_lag_events", "Events written but not yet projected",
+                                value=max(0, head - position))
+
+
+class ApiMetrics:
+    def __init__(self, probe: PositionProbe) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "claims_http_requests", "HTTP requests answered", ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "claims_http_request_duration_seconds", "Time to answer an HTTP request", ["method", "route"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.events_written = Counter(
+            "claims_events_written", "Events committed by this API", registry=self.registry
+        )
+        self.write_batch = Histogram(
+            "claims_write_batch_commands", "Commands per group-commit transaction",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500), registry=self.registry,
+        )
+        self.projection = ProjectionCollector(probe)
+        self.registry.register(self.projection)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else "other"
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def observe_commit(self, outcomes: Sequence[Outcome]) -> None:
+        self.write_batch.observe(len(outcomes))
+        created = sum(1 for o in outcomes if o.created)
+        if created:
+            self.events_written.inc(created)
+
+    def render(self) -> tuple[bytes, str]:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            registry.register(self.projection)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

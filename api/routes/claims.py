@@ -1,0 +1,175 @@
+"""Claims: register one, read one (now or at any past moment), list them, read a history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from api.auth import Principal, Role
+from api.problems import problem_responses
+from api.routes.deps import (
+    ClaimRef,
+    IdempotencyKey,
+    ServicesDep,
+    consistent_read,
+    idempotent_write,
+    read_access,
+    require,
+)
+from api.schemas import SLUG_PATTERN, ClaimHistory, ClaimPage, ClaimView, ClaimWritten, RegisterClaimBody
+from domain.commands import RegisterClaim
+from domain.errors import UnknownClaim
+from domain.fold import ClaimStatus
+from domain.values import parse_as_of
+
+router = APIRouter(prefix="/v1/claims", tags=["claims"])
+
+READ_PROBLEMS = problem_responses(401, 403, 404, 422, 503)
+AS_OF = (
+    "T is a date (the end of that day, UTC) or an RFC 3339 date-time. Combinable with the other "
+    "time-travel parameters."
+)
+
+
+@dataclass(frozen=True)
+class TimeTravel:
+    """Where on the two time axes (and at which version) to look at a claim."""
+
+    version: int | None = None
+    recorded_as_of: datetime | None = None
+    said_as_of: datetime | None = None
+
+    @property
+    def now(self) -> bool:
+        return self.version is None and self.recorded_as_of is None and self.said_as_of is None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"version": self.version, "recorded_as_of": self.recorded_as_of, "said_as_of": self.said_as_of}
+
+    def describe(self) -> str:
+        parts = []
+        if self.version is not None:
+            parts.append(f"version {self.version}")
+        if self.recorded_as_of is not None:
+            parts.append(f"recorded_as_of {self.recorded_as_of.isoformat()}")
+        if self.said_as_of is not None:
+            parts.append(f"said_as_of {self.said_as_of.isoformat()}")
+        return ", ".join(parts)
+
+
+def time_travel(
+    version: Annotated[int | None, Query(ge=1, le=2**31, description="The claim as of this version.")] = None,
+    recorded_as_of: Annotated[str | None, Query(
+        max_length=64, description="What the ledger knew at T. " + AS_OF, examples=["2015-09-15"],
+    )] = None,
+    said_as_of: Annotated[str | None, Query(
+        max_length=64, description="The world at T, as known now (acts said by T). " + AS_OF,
+    )] = None,
+) -> TimeTravel:
+    return TimeTravel(
+        version=version,
+        recorded_as_of=None if recorded_as_of is None else parse_as_of(recorded_as_of, "recorded_as_of"),
+        said_as_of=None if said_as_of is None else parse_as_of(said_as_of, "said_as_of"),
+    )
+
+
+TimeTravelDep = Annotated[TimeTravel, Depends(time_travel)]
+
+
+def not_found(svc: ServicesDep, ref: str, travel: TimeTravel) -> UnknownClaim:
+    if travel.now or svc.runtime.read.resolve(ref) is None:
+        return UnknownClaim(f"no claim has the id or key {ref!r:.130}")
+    return UnknownClaim(f"claim {ref!r:.130} has no state at {travel.describe()}: it did not exist yet")
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if if_none_match is None:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+@router.post(
+    "", status_code=201, response_model=ClaimWritten, summary="Register a claim",
+    responses={
+        200: {"model": ClaimWritten, "description": "The key already holds this statement; nothing was written."},
+        **problem_responses(401, 403, 409, 413, 415, 422, 503),
+    },
+)
+def register_claim(
+    body: RegisterClaimBody, request: Request, response: Response, svc: ServicesDep,
+    principal: Annotated[Principal, Depends(require(Role.RECORDER))],
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    fields = body.model_dump(mode="json", exclude_unset=True)
+
+    def write(_: str | None) -> tuple[int, dict[str, Any]]:
+        outcome = svc.writer.execute(RegisterClaim.build(fields), svc.settings.write_timeout)
+        assert outcome.claim_id is not None and outcome.version is not None
+        position = outcome.position or svc.position_of(outcome.claim_id, outcome.version)
+        return (201 if outcome.created else 200), {
+            "id": str(outcome.claim_id), "key": outcome.key, "version": outcome.version, "position": position,
+        }
+
+    status, answer, replayed = idempotent_write(request, svc, principal, idempotency_key, fields, None, write)
+    response.status_code = status
+    response.headers["Location"] = f"/v1/claims/{answer['id']}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return answer
+
+
+@router.get(
+    "", response_model=ClaimPage, summary="List claims",
+    dependencies=[Depends(read_access), Depends(consistent_read)],
+    responses=problem_responses(401, 403, 422, 503),
+)
+def list_claims(
+    svc: ServicesDep,
+    status: Annotated[ClaimStatus | None, Query(description="Only claims with this status.")] = None,
+    party: Annotated[str | None, Query(
+        pattern=SLUG_PATTERN, description="Only claims on which this party holds or voiced a stance.",
+    )] = None,
+    subject: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200, description="Full-text search of statements.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page.")] = None,
+) -> Any:
+    items, next_cursor = svc.runtime.read.list_claims(
+        status=None if status is None else status.value, party=party, subject=subject, q=q,
+        limit=limit, cursor=cursor,
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.get(
+    "/{id}", response_model=ClaimView, summary="A claim: status, stances, counts — now or at a past moment",
+    dependencies=[Depends(read_access), Depends(consistent_read)],
+    responses={304: {"description": "If-None-Match named the current ETag."}, **READ_PROBLEMS},
+)
+def get_claim(id: ClaimRef, request: Request, response: Response, svc: ServicesDep, travel: TimeTravelDep) -> Any:
+    view = svc.runtime.read.claim_at(id, **travel.kwargs())
+    if view is None:
+        raise not_found(svc, id, travel)
+    # A view cut by said_as_of is not the claim at any one version, so it gets no ETag.
+    if travel.said_as_of is None:
+        etag = f'"{view["version"]}"'
+        if etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers={"ETag": etag})
+        response.headers["ETag"] = etag
+    return view
+
+
+@router.get(
+    "/{id}/history", response_model=ClaimHistory, summary="Every event of a claim, in order",
+    dependencies=[Depends(read_access), Depends(consistent_read)],
+    responses=READ_PROBLEMS,
+)
+def get_history(id: ClaimRef, svc: ServicesDep, travel: TimeTravelDep) -> Any:
+    history = svc.runtime.read.history_at(id, **travel.kwargs())
+    if history is None:
+        raise not_found(svc, id, travel)
+    return history

@@ -1,0 +1,200 @@
+"""What every route shares: settings, the process's services, the caller, read-your-writes."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, Header, Path, Query, Request
+from fastapi.security import HTTPBearer
+
+from api.auth import Principal, Role, TokenStore, principal_from_header, require_role
+from api.idempotency import IdempotencyStore, check_key, derived_act_id, fingerprint
+from api.metrics import ApiMetrics
+from api.problems import Problem
+from api.writer import GroupWriter
+from projections.runtime import Runtime
+
+Json = dict[str, Any]
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The API's knobs; every one has a default and an environment variable."""
+
+    read_tokens_required: bool = False  # LEDGER_READ_TOKENS_REQUIRED
+    threads: int = 16  # LEDGER_API_THREADS: request threads; the read pool gets as many connections
+    max_body_bytes: int = 64 * 1024
+    min_position_wait: float = 2.0  # seconds a read waits for ?min_position
+    write_timeout: float = 10.0  # LEDGER_WRITE_TIMEOUT: seconds a write waits to be taken by the writer
+    max_batch: int = 500  # commands per group-commit transaction
+
+    @classmethod
+    def from_env(cls) -> ApiSettings:
+        return cls(
+            read_tokens_required=_flag("LEDGER_READ_TOKENS_REQUIRED"),
+            threads=max(2, int(os.environ.get("LEDGER_API_THREADS", "16"))),
+            write_timeout=float(os.environ.get("LEDGER_WRITE_TIMEOUT", "10")),
+        )
+
+
+@dataclass
+class Services:
+    """Everything one API process holds open, built in the app's lifespan."""
+
+    runtime: Runtime
+    settings: ApiSettings
+    writer: GroupWriter
+    tokens: TokenStore
+    idempotency: IdempotencyStore
+    metrics: ApiMetrics
+    runs_projections: bool
+    engine_thread: threading.Thread | None = None
+
+    def wait_for(self, position: int) -> None:
+        """Return once projections reached `position`; 422 past the log's end, 503 when too slow."""
+        read = self.runtime.read
+        if read.position() >= position:
+            return
+        head = self.runtime.ledger.max_position()
+        if position > head:
+            raise Problem(
+                422, f"min_position {position} is past the newest event in the ledger ({head}); "
+                "pass the position a write answered with",
+                code="position-beyond-log", title="Position beyond the log",
+            )
+        if not read.wait_for(position, self.settings.min_position_wait):
+            raise Problem(
+                503, f"projections have not reached position {position} within "
+                f"{self.settings.min_position_wait:g} s (they are at {read.position()}); retry shortly",
+                code="projections-behind", title="Projections behind", headers={"Retry-After": "1"},
+            )
+
+    def position_of(self, claim_id: UUID, version: int) -> int:
+        """The log position of a claim's event: exact once projected, else an upper bound.
+
+        An upper bound is still a correct `min_position`: reading at it sees the event.
+        """
+        head = 0
+        for attempt in range(2):
+            history = self.runtime.read.history(str(claim_id))
+            for event in (history or {}).get("events", []):
+                if event["version"] == version:
+                    return int(event["position"])
+            if attempt == 0:
+                head = self.runtime.ledger.max_position()
+                if not self.runtime.read.wait_for(head, self.settings.min_position_wait):
+                    break
+        return head
+
+
+def services(request: Request) -> Services:
+    found = getattr(request.app.state, "services", None)
+    if not isinstance(found, Services):
+        raise RuntimeError("the app's lifespan has not run: serve it with uvicorn or `with TestClient(app)`")
+    return found
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+bearer = HTTPBearer(
+    auto_error=False, scheme_name="bearer",
+    description="A token from `claims token create --role R`.",
+)
+
+
+def caller(
+    request: Request, svc: ServicesDep, _: Annotated[Any, Depends(bearer)] = None
+) -> Principal | None:
+    """The token's principal; None without an Authorization header; 401 for a bad one."""
+    return principal_from_header(svc.tokens, request.headers.get("authorization"))
+
+
+Caller = Annotated[Principal | None, Depends(caller)]
+
+
+def require(role: Role) -> Callable[..., Principal]:
+    """A dependency that lets only callers with `role` or above through."""
+
+    def dependency(principal: Caller) -> Principal:
+        return require_role(principal, role)
+
+    dependency.__name__ = f"require_{role.value}"
+    return dependency
+
+
+def read_access(principal: Caller, svc: ServicesDep) -> Principal | None:
+    """Reads are open unless LEDGER_READ_TOKENS_REQUIRED=1, which asks for role reader."""
+    if svc.settings.read_tokens_required:
+        return require_role(principal, Role.READER)
+    return principal
+
+
+def consistent_read(
+    svc: ServicesDep,
+    min_position: Annotated[int | None, Query(
+        ge=0, le=2**62,
+        description="Wait (at most 2 s) until projections have reached this log position, "
+        "e.g. the `position` a write answered with. 503 when they do not get there in time.",
+    )] = None,
+) -> None:
+    if min_position:
+        svc.wait_for(min_position)
+
+
+ClaimRef = Annotated[str, Path(
+    min_length=1, max_length=200, description="The claim's UUID or its key.",
+    examples=["putin-phoned-elton-john"],
+)]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=255,
+    description="Makes a retry safe: the same key answers with the first response and writes nothing.",
+)]
+IfMatch = Annotated[str | None, Header(
+    alias="If-Match", max_length=64,
+    description='The claim version the write expects, as an entity tag: "3". 412 when the claim moved on.',
+)]
+
+ETAG = re.compile(r'"(\d{1,18})"')
+
+
+def expected_version(if_match: str | None) -> int | None:
+    """The version named by an If-Match header (`*` or absent: any)."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    found = ETAG.fullmatch(if_match.strip())
+    if found is None or int(found.group(1)) < 1:
+        raise Problem(
+            422, 'If-Match must be one strong entity tag as the claim\'s ETag gives it, e.g. "3"',
+            code="invalid-if-match", title="Invalid If-Match",
+        )
+    return int(found.group(1))
+
+
+def idempotent_write(
+    request: Request, svc: Services, principal: Principal, idempotency_key: str | None,
+    fields: Json, if_match: str | None, write: Callable[[str | None], tuple[int, Json]],
+) -> tuple[int, Json, bool]:
+    """(status, body, replayed) of a write, made at most once per Idempotency-Key.
+
+    `write` gets the act_id to use when the body names none (derived from the key).
+    """
+    if idempotency_key is None:
+        status, body = write(None)
+        return status, body, False
+    key = check_key(idempotency_key)
+    scope = principal.token_id
+    kept, replayed = svc.idempotency.run(
+        scope, key, fingerprint(request.method, request.url.path, fields, if_match),
+        lambda: write(derived_act_id(scope, key)),
+    )
+    return kept.status, kept.body, replayed

@@ -1,0 +1,76 @@
+"""Liveness of the ledger (database, projections) and its Prometheus metrics."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import psycopg
+from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
+
+from api.routes.deps import ServicesDep
+from api.schemas import Health
+from domain.settings import Database
+
+router = APIRouter(tags=["operations"])
+
+PROBE_TIMEOUT_SECONDS = 2
+
+
+def database_problem(database: Database) -> str | None:
+    """None when the database answers a query now (a fresh connection, bounded), else why not."""
+    try:
+        if database.backend == "sqlite":
+            with sqlite3.connect(f"file:{database.path}?mode=ro", uri=True, timeout=PROBE_TIMEOUT_SECONDS) as conn:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        else:
+            kwargs: dict[str, Any] = {**database.connect_kwargs(), "connect_timeout": PROBE_TIMEOUT_SECONDS}
+            with psycopg.connect(**kwargs) as conn:
+                conn.execute("SELECT 1")
+    except (sqlite3.Error, psycopg.Error, OSError) as e:
+        return f"{database.backend} unreachable: {str(e).strip() or type(e).__name__}"
+    return None
+
+
+@router.get(
+    "/healthz", response_model=Health, summary="Is the ledger usable? Database, projection position and lag",
+    responses={503: {"model": Health, "description": "The database is unreachable or projections stopped."}},
+)
+def healthz(response: Response, svc: ServicesDep) -> Any:
+    runtime = svc.runtime
+    problem = database_problem(runtime.database)
+    position = head = None
+    if problem is None:
+        try:
+            position = runtime.read.position()
+            head = runtime.ledger.max_position()
+        except Exception as e:  # reachable a moment ago; report rather than fail the probe
+            problem = f"{runtime.database.backend} query failed: {e}"
+    if not svc.runs_projections:
+        engine = "external"
+    else:
+        engine = "running" if svc.engine_thread is not None and svc.engine_thread.is_alive() else "stopped"
+    healthy = problem is None and engine != "stopped"
+    response.status_code = 200 if healthy else 503
+    if not healthy:
+        response.headers["Retry-After"] = "2"
+    return {
+        "status": "ok" if healthy else "unavailable",
+        "database": problem or "ok",
+        "backend": runtime.database.backend,
+        "projections": {
+            "position": position, "head": head,
+            "lag": None if position is None or head is None else max(0, head - position),
+            "engine": engine,
+        },
+    }
+
+
+@router.get(
+    "/metrics", response_class=PlainTextResponse, summary="Prometheus metrics",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def metrics(svc: ServicesDep) -> Response:
+    body, content_type = svc.metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,152 @@
+"""Group commit: one writer thread per process turns many requests into one transaction.
+
+Request threads submit commands and wait on a future. The writer takes everything
+queued (up to `max_batch`), runs it through `Ledger.execute` in one transaction — later
+commands see earlier ones, a broken rule fails only its own command — and answers each
+future with its own outcome after the commit. Nothing is acknowledged before commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+from domain.commands import Command
+from domain.errors import StoreUnavailable
+from domain.ledger import Ledger, Outcome
+
+log = logging.getLogger("claims.api.writer")
+
+Pending = tuple[Command, "Future[Outcome]"]
+OnCommit = Callable[[Sequence[Outcome]], None]
+
+
+class GroupWriter:
+    def __init__(
+        self, ledger: Ledger, *, max_batch: int = 500, on_commit: OnCommit | None = None,
+        grace_seconds: float = 30.0,
+    ) -> None:
+        self.ledger = ledger
+        self.max_batch = max_batch
+        self.on_commit = on_commit
+        # After a request stops waiting, how long a batch already running may take to finish.
+        self.grace_seconds = grace_seconds
+        self.batches = 0
+        self.largest_batch = 0
+        self._queue: queue.SimpleQueue[Pending] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # Request side.
+    def submit(self, command: Command) -> Future[Outcome]:
+        future: Future[Outcome] = Future()
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("the server is shutting down and takes no more writes; retry shortly")
+            self._queue.put((command, future))
+        return future
+
+    def execute(self, command: Command, timeout: float) -> Outcome:
+        """Submit and wait (bounded) for the committed outcome; its error is raised."""
+        future = self.submit(command)
+        try:
+            outcome = future.result(timeout)
+        except TimeoutError:
+            if future.cancel():
+                raise StoreUnavailable(
+                    f"the ledger did not take the write within {timeout:g} s; nothing was written, retry"
+                ) from None
+            try:
+                outcome = future.result(self.grace_seconds)
+            except TimeoutError:
+                raise StoreUnavailable(
+                    "the write did not finish in time and may or may not be recorded; retry it with "
+                    "the same Idempotency-Key or act_id, which makes the retry safe"
+                ) from None
+        return outcome.unwrap()
+
+    # Writer side.
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Take no more writes, commit the ones queued, and end the thread."""
+        with self._lock:
+            self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        for _, future in self._drain(block=False):  # nothing left to commit them
+            if future.set_running_or_notify_cancel():
+                future.set_exception(StoreUnavailable("the server stopped before this write was made; retry"))
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._drain(block=True)
+            if batch:
+                self._commit(batch)
+            elif self._stop.is_set():
+                return
+
+    def _drain(self, *, block: bool) -> list[Pending]:
+        batch: list[Pending] = []
+        try:
+            if block:
+                batch.append(self._queue.get(timeout=0.1))
+            while len(batch) < self.max_batch:
+                batch.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return batch
+
+    def _commit(self, batch: list[Pending]) -> None:
+        live = [(command, future) for command, future in batch if future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            outcomes = self.ledger.execute([command for command, _ in live])
+        except StoreUnavailable as e:
+            for _, future in live:
+                future.set_exception(e)
+            return
+        except Exception:
+            # A fault no rule describes: run each command alone so it fails only its own request.
+            log.exception("a batch of %d writes failed; retrying them one by one", len(live))
+            self._commit_one_by_one(live)
+            return
+        for (_, future), outcome in zip(live, outcomes, strict=True):
+            future.set_result(outcome)
+        self._committed(len(live), outcomes)
+
+    def _commit_one_by_one(self, live: list[Pending]) -> None:
+        outcomes: list[Outcome] = []
+        for command, future in live:
+            try:
+                outcome = self.ledger.execute([command])[0]
+            except Exception as e:
+                future.set_exception(e)
+            else:
+                future.set_result(outcome)
+                outcomes.append(outcome)
+        self._committed(len(live), outcomes)
+
+    def _committed(self, size: int, outcomes: Sequence[Outcome]) -> None:
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, size)
+        if self.on_commit is not None:
+            try:
+                self.on_commit(outcomes)
+            except Exception:
+                log.exception("the on_commit hook failed")
