@@ -7,6 +7,7 @@ need them, keyed on ``store.backend``.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ from domain.errors import StoreUnavailable
 from domain.settings import Database
 
 Params = Sequence[Any]
+MULTI_ROW = re.compile(r"(?is)^(\s*INSERT\s.*?\sVALUES\s*)(\([?,\s]*\))(\s*(?:ON\s+CONFLICT\s.*)?)$")
 
 
 class Cursor:
@@ -37,8 +39,35 @@ class Cursor:
         return self
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:
-        if rows:
+        if not rows:
+            return
+        match = MULTI_ROW.match(sql) if self.backend == "postgres" else None
+        if match is None:
             self.raw.executemany(self._sql(sql), [tuple(r) for r in rows])
+            return
+        # One multi-row INSERT per chunk: a round trip per row is what makes bulk
+        # writes slow on PostgreSQL.
+        head, group, tail = match.groups()
+        group = group.replace("?", "%s")
+        per_row = group.count("%s")
+        chunk = max(1, 30_000 // max(per_row, 1))
+        for i in range(0, len(rows), chunk):
+            part = rows[i:i + chunk]
+            values = ",".join([group] * len(part))
+            self.raw.execute(f"{head}{values}{tail}", [v for row in part for v in row])
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
+        """Bulk-insert plain rows: COPY on PostgreSQL, executemany on SQLite."""
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if self.backend == "postgres":
+            with self.raw.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        marks = ", ".join("?" * len(columns))
+        self.raw.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
     def fetchone(self) -> tuple[Any, ...] | None:
         row = self.raw.fetchone()

@@ -8,7 +8,7 @@ the claim's history rows, which live in the same transaction.
 
 from __future__ import annotations
 
-import json
+import orjson
 import logging
 import threading
 import time
@@ -49,7 +49,7 @@ class Row:
 
 def row_of(position: int, event: Claim.Event) -> Row:
     text = event.body_text()
-    body = json.loads(text)
+    body = orjson.loads(text)
     body["hash"] = event.hash
     return Row(
         position, body["claim_id"], body["version"], body["type"],
@@ -184,9 +184,8 @@ class ProjectionEngine:
     def apply(self, cur: Cursor, rows: Sequence[Row]) -> None:
         t = self.tables
         self._load_folds(cur, {r.claim_id for r in rows if r.claim_id not in self._folds})
-        cur.executemany(
-            f"INSERT INTO {t.history} (position, claim_id, version, type, act_id, hash, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        cur.copy_rows(
+            t.history, ("position", "claim_id", "version", "type", "act_id", "hash", "body"),
             [(r.position, r.claim_id, r.version, r.type, r.act_id, r.hash, r.body_text) for r in rows],
         )
         self.merkle.append(cur, [(r.position, r.hash) for r in rows])
@@ -207,8 +206,8 @@ class ProjectionEngine:
 
     def _write_registrations(self, cur: Cursor, registered: list[tuple[str, ClaimFold, int]]) -> None:
         t = self.tables
-        cur.executemany(
-            f"INSERT INTO {t.subjects} (subject, claim_id, reg_position) VALUES (?, ?, ?)",
+        cur.copy_rows(
+            t.subjects, ("subject", "claim_id", "reg_position"),
             [(s, cid, pos) for cid, fold, pos in registered for s in fold.subjects],
         )
         if cur.backend == "sqlite":
@@ -231,7 +230,7 @@ class ProjectionEngine:
             " ON CONFLICT (claim_id) DO UPDATE SET status = excluded.status, view = excluded.view,"
             " version = excluded.version, position = excluded.position, updated_at = excluded.updated_at",
             [
-                (cid, v["key"], v["statement"], v["language"], v["status"], json.dumps(v, separators=(",", ":")),
+                (cid, v["key"], v["statement"], v["language"], v["status"], orjson.dumps(v).decode(),
                  v["version"], reg_positions[cid], last_position[cid], v["registered_at"], v["updated_at"])
                 for cid, v in views.items()
             ],
@@ -242,14 +241,14 @@ class ProjectionEngine:
         for chunk in _chunks(with_acts, 500):
             marks = ",".join("?" * len(chunk))
             cur.execute(f"DELETE FROM {t.stances} WHERE claim_id IN ({marks})", chunk)
-        cur.executemany(
-            f"INSERT INTO {t.stances} (holder_id, claim_id, party_id, stance, act_id, said_at,"
-            " reg_position, item) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        cur.copy_rows(
+            t.stances,
+            ("holder_id", "claim_id", "party_id", "stance", "act_id", "said_at", "reg_position", "item"),
             [
                 (s["holder"]["id"], cid, s["party"]["id"], s["stance"], s["act_id"], s["said_at"],
-                 reg_positions[cid], json.dumps(
+                 reg_positions[cid], orjson.dumps(
                      {"claim_id": cid, "key": views[cid]["key"], "statement": views[cid]["statement"],
-                      "status": views[cid]["status"], **s}, separators=(",", ":")))
+                      "status": views[cid]["status"], **s}).decode())
                 for cid in with_acts for s in views[cid]["stances"]
             ],
         )
@@ -277,7 +276,7 @@ class ProjectionEngine:
                 " ORDER BY claim_id, version", chunk,
             ).fetchall():
                 fold = folds.setdefault(claim_id, ClaimFold())
-                fold.apply(json.loads(body))
+                fold.apply(orjson.loads(body))
             for claim_id in chunk:
                 self._remember(claim_id, folds.get(claim_id, ClaimFold()))
 
@@ -287,7 +286,7 @@ class ProjectionEngine:
             f"SELECT body FROM {self.tables.history} WHERE claim_id = ? AND version < ? ORDER BY version",
             (claim_id, version),
         ).fetchall():
-            fold.apply(json.loads(body))
+            fold.apply(orjson.loads(body))
         return fold
 
     def _remember(self, claim_id: str, fold: ClaimFold) -> None:
