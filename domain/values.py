@@ -6,6 +6,7 @@ event body (and therefore the same hash).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -37,6 +38,7 @@ MAX_REPORTED_VIA = 20
 Json = dict[str, Any]
 
 
+@functools.lru_cache(maxsize=65_536)
 def claim_id_for_key(key: str) -> uuid.UUID:
     return uuid.uuid5(CLAIM_NAMESPACE, key)
 
@@ -163,6 +165,8 @@ def format_instant(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise InvalidInput("date-times must carry a UTC offset (e.g. 'Z' or '+03:00')")
     moment = moment.astimezone(UTC)
+    if moment.year >= 1000:  # isoformat is strftime's output, faster; strftime does not pad years
+        return moment.replace(tzinfo=None).isoformat() + "Z"
     if moment.microsecond:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -170,7 +174,18 @@ def format_instant(moment: datetime) -> str:
 
 def parse_instant(value: str, field: str = "time") -> datetime:
     """An RFC 3339 date-time with an offset, as an aware UTC datetime."""
-    if not isinstance(value, str) or not DATE_TIME.fullmatch(value):
+    if not isinstance(value, str):
+        raise InvalidInput(
+            f"{field} must be an RFC 3339 date-time with an offset, e.g. 2015-09-14T18:00:00Z "
+            f"(got {value!r:.60})",
+            field,
+        )
+    return _parse_instant(value, field)
+
+
+@functools.lru_cache(maxsize=4096)  # the same instants are read again and again (a claim's last event)
+def _parse_instant(value: str, field: str) -> datetime:
+    if not DATE_TIME.fullmatch(value):
         raise InvalidInput(
             f"{field} must be an RFC 3339 date-time with an offset, e.g. 2015-09-14T18:00:00Z "
             f"(got {value!r:.60})",
@@ -202,6 +217,7 @@ def check_said_at(value: object, field: str = "said_at") -> str | None:
     raise InvalidInput(f"{field} must be a date or an RFC 3339 date-time string", field)
 
 
+@functools.lru_cache(maxsize=65_536)
 def instant_of(said_or_recorded: str, *, end_of_day: bool = False) -> datetime:
     """The moment a normalised time string stands for on the time axis.
 

@@ -17,12 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eventsourcing.persistence import Notification, PersistenceError
+from eventsourcing.persistence import PersistenceError
 
-from domain.claim import Claim
 from domain.errors import StoreUnavailable
 from domain.fold import ClaimFold
-from domain.ledger import Ledger
+from domain.ledger import Ledger, LoggedEvent
 from projections.db import Cursor, ReadStore
 from projections.merkle import MerkleLog
 from projections.tables import LIVE, REBUILD, Tables
@@ -47,13 +46,15 @@ class Row:
     body: dict[str, Any]
 
 
-def row_of(position: int, event: Claim.Event) -> Row:
-    text = event.body_text()
-    body = orjson.loads(text)
-    body["hash"] = event.hash
+def row_of(event: LoggedEvent) -> Row:
+    data = orjson.loads(event.data_json)
+    body = {
+        "claim_id": event.claim_id, "version": event.version, "type": event.type,
+        "recorded_at": event.recorded_at, "prev_hash": event.prev_hash, "data": data, "hash": event.hash,
+    }
     return Row(
-        position, body["claim_id"], body["version"], body["type"],
-        body["data"].get("act_id"), event.hash, text, body,
+        event.position, event.claim_id, event.version, event.type, data.get("act_id"), event.hash,
+        event.body_text(), body,
     )
 
 
@@ -123,16 +124,13 @@ class ProjectionEngine:
     def process_batch(self) -> tuple[int, bool]:
         """One batch. Returns (events applied, whether it stopped at a fresh gap)."""
         start = self._read_position()
-        try:
-            notifications = self.ledger.recorder.select_notifications(start + 1, self.batch_size)
-        except PersistenceError as e:
-            raise StoreUnavailable(f"the event store is unreachable: {e}") from e
-        if not notifications:
+        logged = self.ledger.read_log(start, self.batch_size)
+        if not logged:
             return 0, False
-        usable, waiting = self._pass_gaps(start, notifications)
+        usable, waiting = self._pass_gaps(start, logged)
         if not usable:
             return 0, waiting
-        rows = [row_of(n.id, self.ledger.mapper.to_domain_event(n)) for n in usable]  # type: ignore[arg-type]
+        rows = [row_of(e) for e in usable]
         try:
             with self.store.transaction() as cur:
                 position, generation = self._tracking(cur, lock=True)
@@ -166,19 +164,19 @@ class ProjectionEngine:
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def _pass_gaps(
-        self, start: int, notifications: Sequence[Notification]
-    ) -> tuple[Sequence[Notification], bool]:
+        self, start: int, logged: Sequence[LoggedEvent]
+    ) -> tuple[Sequence[LoggedEvent], bool]:
         expected = start + 1
         now = time.monotonic()
-        for i, n in enumerate(notifications):
-            if n.id != expected:
+        for i, e in enumerate(logged):
+            if e.position != expected:
                 first_seen = self._gaps_seen.setdefault(expected, now)
                 if now - first_seen < self.gap_wait:
-                    return notifications[:i], True
-                log.warning("passing gap in notification ids %d..%d", expected, n.id - 1)
+                    return logged[:i], True
+                log.warning("passing gap in notification ids %d..%d", expected, e.position - 1)
                 self._gaps_seen.pop(expected, None)
-            expected = n.id + 1
-        return notifications, False
+            expected = e.position + 1
+        return logged, False
 
     # Applying events.
     def apply(self, cur: Cursor, rows: Sequence[Row]) -> None:
@@ -343,7 +341,7 @@ class ProjectionEngine:
         transaction that also applies whatever arrived during the rebuild.
         """
         fresh = ProjectionEngine(
-            self.ledger, self.store, prefix=REBUILD, batch_size=max(self.batch_size, 5000),
+            self.ledger, self.store, prefix=REBUILD, batch_size=max(self.batch_size, 10_000),
             gap_wait=0.0, cache_size=self.cache_size,
         )
         with self.store.transaction() as cur:
@@ -362,10 +360,10 @@ class ProjectionEngine:
                 cur.execute(f"LOCK TABLE {self.tables.tracking} IN EXCLUSIVE MODE")
             position, _ = fresh._tracking(cur, lock=True)
             while True:  # the tail that arrived meanwhile, inside the swap transaction
-                notifications = self.ledger.recorder.select_notifications(position + 1, fresh.batch_size)
-                if not notifications:
+                logged = self.ledger.read_log(position, fresh.batch_size)
+                if not logged:
                     break
-                rows = [row_of(n.id, self.ledger.mapper.to_domain_event(n)) for n in notifications]  # type: ignore[arg-type]
+                rows = [row_of(e) for e in logged]
                 fresh.apply(cur, rows)
                 position = rows[-1].position
                 applied += len(rows)
