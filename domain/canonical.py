@@ -24,15 +24,20 @@ EVENT_TYPES = ("ClaimRegistered", "Asserted", "Denied", "Retracted", "ActVoided"
 # same characters (" \\ and U+0000-U+001F, with the same short forms and lowercase
 # \\u00xx) and leaves all others as they are. The C encoder is made once: building it
 # per call (as json.dumps does) costs more than encoding a small object.
-if c_make_encoder is not None:
-    _encode_chunks = c_make_encoder(None, None, encode_basestring, None, ":", ",", True, False, False)
+_C_ENCODER = (
+    c_make_encoder(None, None, encode_basestring, None, ":", ",", True, False, False)
+    if c_make_encoder is not None
+    else None
+)
+_PY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
-    def _json_text(value: Any) -> str:
-        return "".join(_encode_chunks(value, 0))
-else:  # pragma: no cover - CPython always has the C encoder
-    _json_text = json.JSONEncoder(
-        ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
-    ).encode
+
+def _json_text(value: Any) -> str:
+    if _C_ENCODER is None:  # pragma: no cover - CPython has the C encoder
+        return _PY_ENCODER.encode(value)
+    return "".join(_C_ENCODER(value, 0))
+
+
 _SAFE_INT = 2**53 - 1
 
 
