@@ -1,5 +1,187 @@
-"""`claims` commands: serve."""
+"""`claims serve` (the whole ledger from one command) and `claims project` (the engine alone).
+
+One process by default: uvicorn with the API and the projection engine thread. With
+`--workers N`: N API worker processes sharing one listening socket, plus one projection
+process; all are stopped together on SIGINT/SIGTERM, and when one dies the rest are
+stopped too (a supervisor restarts the whole set, not a part of it).
+"""
 
 from __future__ import annotations
 
-from api.cli import app  # noqa: F401
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from api.cli import app
+from domain.errors import InvalidInput, StoreUnavailable
+from domain.settings import Database
+
+log = logging.getLogger("claims.serve")
+
+STOP_TIMEOUT_SECONDS = 15.0
+
+
+def _database() -> Database:
+    try:
+        return Database.from_url()
+    except InvalidInput as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _announce(database: Database, host: str, port: int, workers: int) -> None:
+    shown = f"[{host}]" if ":" in host else host
+    where = database.path if database.backend == "sqlite" else f"{database.host}/{database.dbname} schema {database.schema}"
+    typer.echo(f"claims ledger ({database.backend}: {where}) serving http://{shown}:{port}  (API docs: /docs)")
+    typer.echo(
+        f"  {workers} API worker process(es) + 1 projection process" if workers > 1
+        else "  one process: API and projection engine"
+    )
+    typer.echo("  make a token for writes:  claims token create --role recorder", nl=True)
+    sys.stdout.flush()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="API worker processes (plus one projection process when > 1).")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the HTTP API and run the projections, on LEDGER_DATABASE_URL."""
+    database = _database()
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if workers == 1:
+        import uvicorn
+
+        from api.app import create_app
+
+        _announce(database, host, port, workers)
+        uvicorn.run(create_app(), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+        return
+    raise typer.Exit(supervise(database, host, port, workers, log_level))
+
+
+@app.command()
+def project() -> None:
+    """Run the projection engine: follow the event log into the read models until interrupted."""
+    _database()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise typer.Exit(run_projections())
+
+
+def run_projections() -> int:
+    """Follow the log until SIGINT/SIGTERM; 0 when stopped, 1 when the database cannot be opened."""
+    from projections.runtime import Runtime
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        runtime = Runtime.open()
+    except (StoreUnavailable, OSError) as e:
+        typer.echo(f"error: cannot open the ledger: {e}", err=True)
+        return 1
+    try:
+        typer.echo(f"projecting from position {runtime.engine.position()}; Ctrl-C stops", err=True)
+        runtime.engine.run(stop)
+    finally:
+        runtime.close()
+    return 0
+
+
+def _api_worker(sock: socket.socket, log_level: str) -> None:
+    import uvicorn
+
+    from api.app import worker_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(worker_app(), log_level=log_level, timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _projection_worker() -> None:
+    sys.exit(run_projections())
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def supervise(database: Database, host: str, port: int, workers: int, log_level: str) -> int:
+    """Run N API workers and one projection process; stop them all together."""
+    try:
+        sock = _listen(host, port)
+    except OSError as e:
+        typer.echo(f"error: cannot listen on {host}:{port}: {e}", err=True)
+        return 1
+    # Workers share their metrics through files, so any worker's /metrics reports them all.
+    metrics_dir = tempfile.mkdtemp(prefix="claims-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_projection_worker, name="projections")]
+    children += [
+        context.Process(target=_api_worker, args=(sock, log_level), name=f"api-{i + 1}") for i in range(workers)
+    ]
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    _announce(database, host, sock.getsockname()[1], workers)
+    status = 0
+    try:
+        for child in children:
+            child.start()
+        while not stopping.is_set():
+            ended = multiprocessing.connection.wait([c.sentinel for c in children], timeout=0.5)
+            if ended:
+                dead = [c for c in children if c.sentinel in ended]
+                for child in dead:
+                    child.join(1)
+                typer.echo(
+                    "stopping everything: " + ", ".join(f"{c.name} exited ({c.exitcode})" for c in dead), err=True
+                )
+                status = 1
+                break
+    finally:
+        _stop_all(children)
+        sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return status
+
+
+def _stop_all(children: list[multiprocessing.process.BaseProcess]) -> None:
+    for child in children:
+        if child.is_alive():
+            child.terminate()  # SIGTERM: uvicorn finishes its requests, the engine its batch
+    for child in children:
+        if child.pid is not None:
+            child.join(STOP_TIMEOUT_SECONDS)
+        if child.is_alive():
+            typer.echo(f"{child.name} did not stop in {STOP_TIMEOUT_SECONDS:g} s; killing it", err=True)
+            child.kill()
+            child.join()

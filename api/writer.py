@@ -25,15 +25,10 @@ OnCommit = Callable[[Sequence[Outcome]], None]
 
 
 class GroupWriter:
-    def __init__(
-        self, ledger: Ledger, *, max_batch: int = 500, on_commit: OnCommit | None = None,
-        grace_seconds: float = 30.0,
-    ) -> None:
+    def __init__(self, ledger: Ledger, *, max_batch: int = 500, on_commit: OnCommit | None = None) -> None:
         self.ledger = ledger
         self.max_batch = max_batch
         self.on_commit = on_commit
-        # After a request stops waiting, how long a batch already running may take to finish.
-        self.grace_seconds = grace_seconds
         self.batches = 0
         self.largest_batch = 0
         self._queue: queue.SimpleQueue[Pending] = queue.SimpleQueue()
@@ -52,7 +47,7 @@ class GroupWriter:
         return future
 
     def execute(self, command: Command, timeout: float) -> Outcome:
-        """Submit and wait (bounded) for the committed outcome; its error is raised."""
+        """Submit and wait, at most `timeout` seconds, for the committed outcome; its error is raised."""
         future = self.submit(command)
         try:
             outcome = future.result(timeout)
@@ -61,13 +56,10 @@ class GroupWriter:
                 raise StoreUnavailable(
                     f"the ledger did not take the write within {timeout:g} s; nothing was written, retry"
                 ) from None
-            try:
-                outcome = future.result(self.grace_seconds)
-            except TimeoutError:
-                raise StoreUnavailable(
-                    "the write did not finish in time and may or may not be recorded; retry it with "
-                    "the same Idempotency-Key or act_id, which makes the retry safe"
-                ) from None
+            raise StoreUnavailable(
+                f"the write did not finish within {timeout:g} s and may or may not be recorded; retry it "
+                "with the same Idempotency-Key or act_id, which makes the retry safe"
+            ) from None
         return outcome.unwrap()
 
     # Writer side.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
+from eventsourcing.persistence import PersistenceError
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import HTTPBearer
 
@@ -18,6 +19,7 @@ from api.idempotency import IdempotencyStore, check_key, derived_act_id, fingerp
 from api.metrics import ApiMetrics
 from api.problems import Problem
 from api.writer import GroupWriter
+from domain.errors import StoreUnavailable
 from projections.runtime import Runtime
 
 Json = dict[str, Any]
@@ -60,12 +62,19 @@ class Services:
     runs_projections: bool
     engine_thread: threading.Thread | None = None
 
+    def log_head(self) -> int:
+        """The newest position in the event log."""
+        try:
+            return self.runtime.ledger.max_position()
+        except PersistenceError as e:
+            raise StoreUnavailable(f"the event store is unreachable: {e}") from e
+
     def wait_for(self, position: int) -> None:
         """Return once projections reached `position`; 422 past the log's end, 503 when too slow."""
         read = self.runtime.read
         if read.position() >= position:
             return
-        head = self.runtime.ledger.max_position()
+        head = self.log_head()
         if position > head:
             raise Problem(
                 422, f"min_position {position} is past the newest event in the ledger ({head}); "
@@ -91,7 +100,7 @@ class Services:
                 if event["version"] == version:
                     return int(event["position"])
             if attempt == 0:
-                head = self.runtime.ledger.max_position()
+                head = self.log_head()
                 if not self.runtime.read.wait_for(head, self.settings.min_position_wait):
                     break
         return head

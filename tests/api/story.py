@@ -1,0 +1,44 @@
+"""The seed story (seed/moscow-times-putin-elton-john.txt) as HTTP bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Json = dict[str, Any]
+
+STATEMENT = "Vladimir Putin telephoned Elton John on 14 September 2015"
+KEY = "putin-phoned-elton-john"
+
+ELTON = {"id": "elton-john", "name": "Elton John"}
+PESKOV = {"id": "dmitry-peskov", "name": "Dmitry Peskov"}
+PUTIN = {"id": "vladimir-putin", "name": "Vladimir Putin"}
+
+INSTAGRAM = {"url": "https://www.instagram.com/p/7r0fHKSsBC/", "outlet": "Instagram", "published_at": "2015-09-14"}
+TASS = {"url": "https://tass.com/politics/821412", "outlet": "TASS", "published_at": "2015-09-15"}
+MOSCOW_TIMES = {
+    "url": "https://www.themoscowtimes.com/2015/09/15/kremlin-rejects-claim-that-putin-phoned-elton-john-a49589",
+    "outlet": "The Moscow Times", "title": "Kremlin Rejects Claim That Putin Phoned Elton John",
+    "published_at": "2015-09-15",
+}
+
+
+def registration(**overrides: Any) -> Json:
+    return {"statement": STATEMENT, "key": KEY, "subjects": ["vladimir-putin", "elton-john"], **overrides}
+
+
+def elton_asserts(**overrides: Any) -> Json:
+    return {
+        "party": ELTON, "said_at": "2015-09-14T21:00:00Z", "source": INSTAGRAM,
+        "reported_via": [MOSCOW_TIMES],
+        "quote": "Thank-you to President Vladimir Putin for reaching out and speaking via telephone with me today.",
+        "act_id": "elton-instagram", **overrides,
+    }
+
+
+def peskov_denies(**overrides: Any) -> Json:
+    return {
+        "party": PESKOV, "on_behalf_of": PUTIN, "said_at": "2015-09-15", "source": TASS,
+        "reported_via": [MOSCOW_TIMES],
+        "quote": "I can safely say that President Putin did not have any telephone conversation with Elton John.",
+        "act_id": "peskov-tass", **overrides,
+    }

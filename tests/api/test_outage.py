@@ -1,0 +1,66 @@
+"""A real PostgreSQL outage (a proxy cut in front of the server): 503s with reasons, then recovery."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from api.routes.deps import ApiSettings
+from domain.settings import Database
+from tests.api import story
+from tests.api.conftest import Api, open_api
+from tests.api.proxy import Proxy
+from tests.conftest import POSTGRES_URL, drop_schema, require_postgres
+
+
+@pytest.fixture
+def proxied(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Api, Proxy]]:
+    require_postgres()
+    real = Database.from_url(POSTGRES_URL)
+    proxy = Proxy((real.host, real.port))
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = f"postgresql://{real.user}@127.0.0.1:{proxy.port}/{real.dbname}?schema={schema}"
+    monkeypatch.setenv("LEDGER_PG_CONNECT_TIMEOUT", "1")
+    try:
+        for api in open_api(url, settings=ApiSettings(write_timeout=2.0)):
+            yield api, proxy
+            proxy.restore()  # lets the threads still retrying finish before shutdown
+    finally:
+        proxy.close()
+        drop_schema(f"{POSTGRES_URL}?schema={schema}")
+
+
+@pytest.mark.postgres
+def test_while_the_database_is_down_everything_answers_503_and_recovers_after(proxied: tuple[Api, Proxy]) -> None:
+    api, proxy = proxied
+    registered = api.register()
+    assert api.get(f"/v1/claims/{story.KEY}", min_position=registered["position"]).status_code == 200
+    proxy.cut()
+
+    started = time.monotonic()
+    health = api.client.get("/healthz")
+    assert health.status_code == 503
+    assert health.json()["status"] == "unavailable"
+    assert "postgres unreachable" in health.json()["database"]
+    assert time.monotonic() - started < 5
+
+    write = api.post(f"/v1/claims/{story.KEY}/assertions", story.elton_asserts())
+    assert write.status_code == 503, write.text
+    assert write.headers["Retry-After"]
+    assert write.json()["type"].endswith(":store-unavailable")
+
+    read = api.get(f"/v1/claims/{story.KEY}")
+    assert read.status_code == 503, read.text
+    assert read.headers["Retry-After"]
+    assert time.monotonic() - started < 20
+
+    proxy.restore()
+    deadline = time.monotonic() + 30
+    while api.client.get("/healthz").status_code != 200:
+        assert time.monotonic() < deadline, "the API did not recover"
+        time.sleep(0.2)
+    retry = api.post(f"/v1/claims/{story.KEY}/assertions", story.elton_asserts())
+    assert retry.status_code in (200, 201), retry.text

@@ -1,0 +1,123 @@
+"""Group commit: many requests, one transaction, each answered with its own outcome."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+import pytest
+
+from api.writer import GroupWriter
+from domain import Database, Ledger, Outcome
+from domain.commands import Command, RecordAct, RegisterClaim
+from domain.errors import NotRetractable, StoreUnavailable
+from tests.api import story
+
+
+@pytest.fixture
+def writer(ledger: Ledger) -> Iterator[GroupWriter]:
+    committed: list[int] = []
+    w = GroupWriter(ledger, on_commit=lambda outcomes: committed.append(len(outcomes)))
+    yield w
+    w.stop()
+
+
+def register() -> RegisterClaim:
+    return RegisterClaim.build(story.registration())
+
+
+def act(op: str, body: dict[str, object]) -> RecordAct:
+    return RecordAct.build(op, story.KEY, body)
+
+
+def submit_then_start(writer: GroupWriter, commands: list[Command]) -> list[Future[Outcome]]:
+    futures = [writer.submit(c) for c in commands]
+    writer.start()
+    for f in futures:
+        f.result(10)
+    return futures
+
+
+def test_commands_in_one_batch_commit_together_and_see_each_other(writer: GroupWriter, ledger: Ledger) -> None:
+    futures = submit_then_start(writer, [
+        register(), act("assert", story.elton_asserts()), act("deny", story.peskov_denies()),
+    ])
+    outcomes = [f.result() for f in futures]
+    assert [o.version for o in outcomes] == [1, 2, 3]
+    assert [o.position for o in outcomes] == [1, 2, 3]
+    assert writer.batches == 1
+    assert writer.largest_batch == 3
+    assert ledger.max_position() == 3
+
+
+def test_a_broken_rule_fails_only_its_own_command(writer: GroupWriter, ledger: Ledger) -> None:
+    futures = submit_then_start(writer, [
+        register(), act("assert", story.elton_asserts()),
+        act("retract", {"retracts": "elton-instagram", "party": story.PESKOV}),
+        act("deny", story.peskov_denies()),
+    ])
+    outcomes = [f.result() for f in futures]
+    assert isinstance(outcomes[2].error, NotRetractable)
+    assert [o.version for o in outcomes if o.error is None] == [1, 2, 3]
+    assert writer.batches == 1
+
+
+def test_an_outcome_is_handed_back_only_after_commit(writer: GroupWriter, database_url: str) -> None:
+    observer = Ledger(Database.from_url(database_url))
+    seen: list[int] = []
+    both_seen = threading.Event()
+
+    def look(_: Future[Outcome]) -> None:  # runs in the writer thread as the outcome is handed back
+        seen.append(observer.max_position())
+        if len(seen) == 2:
+            both_seen.set()
+
+    try:
+        futures = [writer.submit(register()), writer.submit(act("assert", story.elton_asserts()))]
+        for f in futures:
+            f.add_done_callback(look)
+        writer.start()
+        assert both_seen.wait(10)
+    finally:
+        observer.close()
+    assert seen == [2, 2]
+
+
+def test_concurrent_requests_are_all_written_once(writer: GroupWriter, ledger: Ledger) -> None:
+    writer.start()
+    writer.execute(register(), timeout=10)
+    barrier = threading.Barrier(40)
+    results: list[Outcome] = []
+
+    def record(i: int) -> None:
+        barrier.wait()
+        results.append(writer.execute(act("assert", story.elton_asserts(act_id=f"act-{i}")), timeout=30))
+
+    threads = [threading.Thread(target=record, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(o.version for o in results) == list(range(2, 42))
+    assert len({o.position for o in results}) == 40
+    assert ledger.max_position() == 41
+    assert writer.batches <= 41
+
+
+def test_a_write_not_taken_in_time_is_refused_and_never_made(writer: GroupWriter, ledger: Ledger) -> None:
+    with pytest.raises(StoreUnavailable, match="nothing was written"):
+        writer.execute(register(), timeout=0.05)
+    writer.start()
+    writer.execute(RegisterClaim.build({"statement": "Another claim", "key": "another"}), timeout=10)
+    assert ledger.max_position() == 1
+    assert ledger.resolve("another")
+
+
+def test_stopping_commits_what_is_queued_and_refuses_new_writes(writer: GroupWriter, ledger: Ledger) -> None:
+    queued = writer.submit(register())
+    writer.start()
+    writer.stop()
+    assert queued.result(1).version == 1
+    with pytest.raises(StoreUnavailable, match="shutting down"):
+        writer.submit(register())
