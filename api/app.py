@@ -21,6 +21,7 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,7 +30,7 @@ from api.auth import TokenStore
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
 from api.routes import acts, claims, events, health, parties
-from api.routes.deps import ApiSettings, Services
+from api.routes.deps import ApiSettings, Services, read_access
 from api.schemas import ProblemDetail
 from api.writer import GroupWriter
 from projections.runtime import Runtime
@@ -111,7 +112,7 @@ def create_app(
         app.include_router(module.router)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)  # added last: outermost
-    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi(app, reads_open=not settings.read_tokens_required)  # type: ignore[method-assign]
     return app
 
 
@@ -120,12 +121,17 @@ def worker_app() -> FastAPI:
     return create_app(run_projections=False)
 
 
-def openapi(app: FastAPI) -> dict[str, Any]:
+def openapi(app: FastAPI, *, reads_open: bool) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes,
             tags=app.openapi_tags,
         )
+        if reads_open:  # a token is optional on reads: bearer, or nothing at all
+            for route in app.routes:
+                if isinstance(route, APIRoute) and any(d.dependency is read_access for d in route.dependencies):
+                    for method in route.methods or ():
+                        schema["paths"][route.path_format][method.lower()]["security"].append({})
         schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = ProblemDetail.model_json_schema(
             ref_template="#/components/schemas/{model}"
         )

@@ -18,6 +18,7 @@ import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from types import FrameType
 from typing import Annotated
 
@@ -174,7 +175,7 @@ def supervise(database: Database, host: str, port: int, workers: int, log_level:
     return status
 
 
-def _stop_all(children: list[multiprocessing.process.BaseProcess]) -> None:
+def _stop_all(children: Sequence[multiprocessing.process.BaseProcess]) -> None:
     for child in children:
         if child.is_alive():
             child.terminate()  # SIGTERM: uvicorn finishes its requests, the engine its batch

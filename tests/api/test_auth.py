@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from api.auth import Role, TokenStore
 from api import cli_tokens  # noqa: F401 - registers `claims token`
+from api.auth import Role, TokenStore
 from api.cli import app as cli
 from api.routes.deps import ApiSettings
 from domain.settings import Database

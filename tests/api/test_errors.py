@@ -18,7 +18,7 @@ def assert_problem(response: object, status: int) -> dict[str, object]:
     assert response.status_code == status, response.text  # type: ignore[attr-defined]
     assert response.headers["content-type"] == "application/problem+json"  # type: ignore[attr-defined]
     problem = response.json()  # type: ignore[attr-defined]
-    assert PROBLEM_FIELDS <= set(problem)
+    assert set(problem) >= PROBLEM_FIELDS
     assert problem["status"] == status
     assert problem["detail"]
     return dict(problem)
