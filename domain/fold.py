@@ -35,6 +35,7 @@ class Stance(StrEnum):
 
 
 STANCE_OF_TYPE = {"Asserted": Stance.ASSERTS, "Denied": Stance.DENIES}
+SAID_TYPES = ("Asserted", "Denied", "Retracted")
 COUNTED = {"Asserted": "assertions", "Denied": "denials", "Retracted": "retractions", "ActVoided": "voids"}
 
 
@@ -203,10 +204,12 @@ def select_events(
             break
         if recorded_as_of is not None and instant_of(body["recorded_at"]) > recorded_as_of:
             continue
-        if said_as_of is not None and body["type"] in ("Asserted", "Denied", "Retracted"):
-            if said_instant(body["data"], body["recorded_at"]) > said_as_of:
-                continue
-        chosen.append(body)
+        said_later = (
+            said_as_of is not None and body["type"] in SAID_TYPES
+            and said_instant(body["data"], body["recorded_at"]) > said_as_of
+        )
+        if not said_later:
+            chosen.append(body)
     return chosen
 
 

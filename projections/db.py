@@ -124,49 +124,52 @@ class ReadStore:
     def transaction(self) -> Iterator[Cursor]:
         """A write transaction: everything in it commits together or not at all."""
         if self.backend == "sqlite":
-            conn = self._sqlite()
-            cur = conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield Cursor(cur, "sqlite")
-            except BaseException:
-                conn.rollback()
-                raise
-            else:
-                conn.commit()
+            with self._sqlite_transaction("BEGIN IMMEDIATE", commit=True) as cur:
+                yield cur
             return
-        assert self._pool is not None
-        try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                yield Cursor(cur, "postgres")
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-            raise StoreUnavailable(f"the read-model database is unreachable: {e}") from e
-        except psycopg.errors.LockNotAvailable as e:
-            raise StoreUnavailable(f"the read-model database is busy: {e}") from e
-        except PoolTimeout as e:
-            raise StoreUnavailable(f"no database connection free: {e}") from e
+        with self._postgres_transaction(read_only=False) as cur:
+            yield cur
 
     @contextmanager
     def reading(self) -> Iterator[Cursor]:
         """A read-only snapshot (one consistent view for several queries)."""
         if self.backend == "sqlite":
-            conn = self._sqlite()
-            cur = conn.cursor()
-            cur.execute("BEGIN")
-            try:
-                yield Cursor(cur, "sqlite")
-            finally:
-                conn.rollback()
+            with self._sqlite_transaction("BEGIN", commit=False) as cur:
+                yield cur
             return
+        with self._postgres_transaction(read_only=True) as cur:
+            yield cur
+
+    @contextmanager
+    def _sqlite_transaction(self, begin: str, *, commit: bool) -> Iterator[Cursor]:
+        lite = self._sqlite()
+        try:
+            raw = lite.cursor()
+            raw.execute(begin)
+        except sqlite3.OperationalError as e:
+            raise StoreUnavailable(f"the ledger file is busy or unreadable: {e}") from e
+        try:
+            yield Cursor(raw, "sqlite")
+        except BaseException:
+            lite.rollback()
+            raise
+        if commit:
+            lite.commit()
+        else:
+            lite.rollback()
+
+    @contextmanager
+    def _postgres_transaction(self, *, read_only: bool) -> Iterator[Cursor]:
         assert self._pool is not None
         try:
-            with self._pool.connection() as conn:
-                conn.read_only = True
+            with self._pool.connection() as pg:
+                pg.read_only = read_only
                 try:
-                    with conn.transaction(), conn.cursor() as cur:
-                        yield Cursor(cur, "postgres")
+                    with pg.transaction(), pg.cursor() as raw:
+                        yield Cursor(raw, "postgres")
                 finally:
-                    conn.read_only = False
+                    if read_only and not pg.closed:
+                        pg.read_only = False
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             raise StoreUnavailable(f"the read-model database is unreachable: {e}") from e
         except PoolTimeout as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from domain import Ledger
+from domain.commands import RecordAct
 from domain.errors import (
     ActIdConflict,
     InvalidInput,
@@ -15,7 +16,6 @@ from domain.errors import (
     UnknownClaim,
     VersionMismatch,
 )
-from domain.commands import RecordAct
 from domain.values import claim_id_for_key
 from tests.story import CLAIM_KEY, ELTON, PESKOV, PUTIN, STATEMENT, elton_asserts, peskov_denies
 
