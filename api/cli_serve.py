@@ -69,6 +69,7 @@ def serve(
         from api.app import create_app
 
         _announce(database, host, port, workers)
+        _exit_cleanly_on_signals()
         uvicorn.run(create_app(), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
         return
     raise typer.Exit(supervise(database, host, port, workers, log_level))
@@ -106,12 +107,24 @@ def run_projections() -> int:
     return 0
 
 
+def _exit_cleanly_on_signals() -> None:
+    """Until uvicorn takes over SIGINT/SIGTERM, they end the process at once; after its graceful
+    shutdown uvicorn re-raises the signal to this handler, so the process ends with status 0."""
+
+    def exit_cleanly(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGINT, exit_cleanly)
+    signal.signal(signal.SIGTERM, exit_cleanly)
+
+
 def _api_worker(sock: socket.socket, log_level: str) -> None:
     import uvicorn
 
     from api.app import worker_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _exit_cleanly_on_signals()
     config = uvicorn.Config(worker_app(), log_level=log_level, timeout_graceful_shutdown=10)
     uvicorn.Server(config).run(sockets=[sock])
 
