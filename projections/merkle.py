@@ -107,6 +107,36 @@ def consistency_path(leaf_hashes: Sequence[bytes], m: int) -> list[bytes]:
     return subproof(m, leaf_hashes, True)
 
 
+class TreeHasher:
+    """The root of a log read leaf by leaf, in O(log n) memory.
+
+    It keeps the roots of the complete subtrees that tile the leaves so far, largest
+    first (the log's "compact range"); RFC 9162's tree of n leaves is those roots
+    hashed together from the right.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._subtrees: list[bytes] = []
+
+    def append(self, leaf: bytes) -> None:
+        """Add the next leaf hash (see :func:`leaf_hash`)."""
+        h, index = leaf, self.size
+        while index & 1:
+            h = node_hash(self._subtrees.pop(), h)
+            index >>= 1
+        self._subtrees.append(h)
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._subtrees:
+            return EMPTY_ROOT
+        h = self._subtrees[-1]
+        for left in reversed(self._subtrees[:-1]):
+            h = node_hash(left, h)
+        return h
+
+
 # -- Verifiers: RFC 9162 §2.1.3.2 and §2.1.4.2 step by step. -------------------------------
 
 

@@ -14,6 +14,7 @@ from projections.merkle import (
     EMPTY_ROOT,
     MerkleLog,
     MerkleLogDamaged,
+    TreeHasher,
     consistency_path,
     event_leaf_hash,
     inclusion_path,
@@ -241,6 +242,23 @@ def test_every_complete_subtree_hash_matches_the_published_vectors() -> None:
         for idx, expected in enumerate(hashes):
             width = 1 << level
             assert root_of(LEAVES[idx * width:(idx + 1) * width]) == expected, (level, idx)
+
+
+def test_a_log_hashed_leaf_by_leaf_has_the_published_root_at_every_size() -> None:
+    hasher = TreeHasher()
+    assert hasher.root() == EMPTY_ROOT
+    for n, leaf in enumerate(LEAVES, start=1):
+        hasher.append(leaf)
+        assert (hasher.size, hasher.root()) == (n, ROOTS[n])
+
+
+def test_a_log_hashed_leaf_by_leaf_agrees_with_the_rfc_recursion_on_odd_sizes() -> None:
+    leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(300)]
+    hasher = TreeHasher()
+    for n, leaf in enumerate(leaves, start=1):
+        hasher.append(leaf)
+        if n in (9, 31, 33, 100, 255, 256, 257, 300):
+            assert hasher.root() == root_of(leaves[:n]), n
 
 
 @pytest.mark.parametrize(("index", "size", "path"), INCLUSION_PROOFS)
