@@ -29,7 +29,7 @@ from api import problems
 from api.auth import TokenStore
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
-from api.routes import acts, claims, events, health, parties
+from api.routes import acts, audit, claims, events, health, parties
 from api.routes.deps import ApiSettings, Services, read_access
 from api.schemas import ProblemDetail
 from api.writer import GroupWriter
@@ -108,7 +108,7 @@ def create_app(
         ],
     )
     problems.install(app)
-    for module in (claims, acts, parties, events, health):
+    for module in (claims, acts, parties, events, audit, health):
         app.include_router(module.router)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)  # added last: outermost
