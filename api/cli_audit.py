@@ -1,13 +1,15 @@
-"""`claims verify`: tamper evidence from the command line.
+"""`claims verify`, `claims audit` and `claims audit-key`: tamper evidence from the command line.
 
-`verify` checks this ledger's own store. It prints what it checked and every problem on
-stdout (progress goes to stderr) and exits 1 when something does not hold.
+`verify` checks this ledger's own store; `audit` checks a remote ledger over HTTP against a
+kept checkpoint. Both print what they checked and every problem on stdout (progress goes
+to stderr) and exit 1 when something does not hold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from api.cli import app
 from domain.errors import InvalidInput, StoreUnavailable
+from domain.settings import Database
+from projections.audit import audit_ledger
+from projections.signing import SigningKeyError, key_path, load_or_create_key, public_key_hex
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -67,3 +72,45 @@ def verify(
     for line in report.lines():
         typer.echo(line)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def audit(
+    url: Annotated[str, typer.Option(help="The ledger's base URL, e.g. https://ledger.example.org")],
+    checkpoint: Annotated[Path, typer.Option(
+        help="The kept checkpoint: checked against, and replaced by the new one when all holds.",
+    )],
+    public_key: Annotated[Path | None, typer.Option(
+        help="The pinned public key (hex, or the JSON of /v1/audit/public-key). Default: the key saved "
+        "in the checkpoint file; on the first audit, the server's (trust on first use).",
+    )] = None,
+    token: Annotated[str | None, typer.Option(envvar="LEDGER_TOKEN", help="A bearer token with role auditor.")] = None,
+) -> None:
+    """Verify a remote ledger against a kept checkpoint and the pinned key."""
+    try:
+        with progress_bars() as progress:
+            report = audit_ledger(url, checkpoint, public_key_file=public_key, token=token, progress=progress)
+    except InvalidInput as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    for line in report.lines():
+        typer.echo(line)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("audit-key")
+def audit_key() -> None:
+    """Print the ledger's Ed25519 public key (hex), for auditors to pin."""
+    try:
+        path = key_path(Database.from_url())
+    except InvalidInput as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if not path.exists():
+        typer.echo(f"no signing key yet: making one at {path}", err=True)
+    try:
+        key = load_or_create_key(path)
+    except SigningKeyError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(public_key_hex(key))
