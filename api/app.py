@@ -256,7 +256,7 @@ class BodyGuard:
 
     @staticmethod
     async def reject(scope: Scope, receive: Receive, send: Send, status: int, code: str, detail: str) -> None:
-        title = {422: "Malformed request body"}.get(status)
+        title = {413: "Content Too Large", 422: "Malformed request body"}.get(status)
         response = problems.problem_response(
             status, detail, code=code, title=title, instance=scope["path"], request_id=_request_id(scope)
         )

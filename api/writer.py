@@ -31,7 +31,7 @@ class GroupWriter:
         self.on_commit = on_commit
         self.batches = 0
         self.largest_batch = 0
-        self._queue: queue.SimpleQueue[Pending] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()  # None wakes the writer
         self._lock = threading.Lock()
         self._closed = False
         self._stop = threading.Event()
@@ -73,6 +73,7 @@ class GroupWriter:
         with self._lock:
             self._closed = True
         self._stop.set()
+        self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -93,15 +94,15 @@ class GroupWriter:
                 return
 
     def _drain(self, *, block: bool) -> list[Pending]:
-        batch: list[Pending] = []
+        batch: list[Pending | None] = []
         try:
             if block:
-                batch.append(self._queue.get(timeout=0.1))
+                batch.append(self._queue.get(timeout=0.5))
             while len(batch) < self.max_batch:
                 batch.append(self._queue.get_nowait())
         except queue.Empty:
             pass
-        return batch
+        return [item for item in batch if item is not None]
 
     def _commit(self, batch: list[Pending]) -> None:
         live = [(command, future) for command, future in batch if future.set_running_or_notify_cancel()]

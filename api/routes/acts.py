@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1/claims/{id}", tags=["acts"])
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ActWritten, "description": "The same act (same act_id and content) was recorded before; "
           "nothing was written."},
-    **problem_responses(401, 403, 404, 409, 412, 413, 415, 422, 503),
+    **problem_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 503),
 }
 
 Recorder = Annotated[Principal, Depends(require(Role.RECORDER))]

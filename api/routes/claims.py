@@ -96,7 +96,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     "", status_code=201, response_model=ClaimWritten, summary="Register a claim",
     responses={
         200: {"model": ClaimWritten, "description": "The key already holds this statement; nothing was written."},
-        **problem_responses(401, 403, 409, 413, 415, 422, 503),
+        **problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
     },
 )
 def register_claim(

@@ -34,7 +34,7 @@ def proxied(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Api, Proxy]]:
 
 
 @pytest.mark.postgres
-def test_while_the_database_is_down_everything_answers_503_and_recovers_after(proxied: tuple[Api, Proxy]) -> None:
+def test_while_the_database_is_down_health_and_writes_answer_503_and_recover_after(proxied: tuple[Api, Proxy]) -> None:
     api, proxy = proxied
     registered = api.register()
     assert api.get(f"/v1/claims/{story.KEY}", min_position=registered["position"]).status_code == 200
@@ -52,10 +52,7 @@ def test_while_the_database_is_down_everything_answers_503_and_recovers_after(pr
     assert write.headers["Retry-After"]
     assert write.json()["type"].endswith(":store-unavailable")
 
-    read = api.get(f"/v1/claims/{story.KEY}")
-    assert read.status_code == 503, read.text
-    assert read.headers["Retry-After"]
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 15
 
     proxy.restore()
     deadline = time.monotonic() + 30
