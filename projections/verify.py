@@ -182,7 +182,8 @@ def _scanner(ledger: Ledger, *, snapshot: bool) -> Iterator[Scan]:
     )
 
     def read_postgres(after: int, limit: int) -> list[RawEvent]:
-        return [(int(p), o, int(v), t, bytes(s)) for p, o, v, t, s in pg.execute(query, (after, limit))]
+        # Binary results: bytea arrives as bytes, not hex text to decode (twice as fast).
+        return pg.execute(query, (after, limit), binary=True).fetchall()  # type: ignore[return-value]
 
     try:
         yield read_postgres
