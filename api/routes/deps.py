@@ -19,7 +19,7 @@ from api.idempotency import IdempotencyStore, check_key, derived_act_id, fingerp
 from api.metrics import ApiMetrics
 from api.problems import Problem
 from api.writer import GroupWriter
-from domain.errors import StoreUnavailable
+from domain.errors import InvalidInput, StoreUnavailable
 from projections.runtime import Runtime
 
 Json = dict[str, Any]
@@ -42,11 +42,14 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls) -> ApiSettings:
-        return cls(
-            read_tokens_required=_flag("LEDGER_READ_TOKENS_REQUIRED"),
-            threads=max(2, int(os.environ.get("LEDGER_API_THREADS", "16"))),
-            write_timeout=float(os.environ.get("LEDGER_WRITE_TIMEOUT", "10")),
-        )
+        try:
+            threads = int(os.environ.get("LEDGER_API_THREADS", "16"))
+            write_timeout = float(os.environ.get("LEDGER_WRITE_TIMEOUT", "10"))
+        except ValueError as e:
+            raise InvalidInput(f"LEDGER_API_THREADS must be a whole number and LEDGER_WRITE_TIMEOUT "
+                               f"a number of seconds: {e}") from None
+        return cls(read_tokens_required=_flag("LEDGER_READ_TOKENS_REQUIRED"), threads=max(2, threads),
+                   write_timeout=max(0.1, write_timeout))
 
 
 @dataclass

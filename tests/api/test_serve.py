@@ -140,3 +140,40 @@ def test_when_one_process_dies_claims_serve_stops_the_rest(tmp_path: Path) -> No
     while any(alive(c) for c in children):
         assert time.monotonic() < deadline, "a child outlived claims serve"
         time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_claims_project_follows_the_log_until_interrupted(tmp_path: Path) -> None:
+    from domain import Database, Ledger
+    from projections.db import ReadStore
+    from projections.queries import ReadModels
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(Database.from_url(url))
+    try:
+        written = ledger.register_claim(story.STATEMENT, story.KEY)
+    finally:
+        ledger.close()
+    process = subprocess.Popen([*CLAIMS, "project"], env={**os.environ, "LEDGER_DATABASE_URL": url},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    store = ReadStore(Database.from_url(url))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if ReadModels(store).position() >= (written.position or 0):
+                    break
+            except Exception:  # tables not made yet
+                pass
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "claims project did not project the claim"
+            time.sleep(0.1)
+        assert ReadModels(store).claim(story.KEY) is not None
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=20)
+        assert process.returncode == 0
+    finally:
+        store.close()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
