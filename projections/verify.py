@@ -28,7 +28,7 @@ from domain.errors import LedgerError
 from domain.ledger import EVENT_TYPES, Ledger, LoggedEvent
 from domain.values import format_instant
 from projections.db import Cursor, ReadStore
-from projections.engine import MERKLE_TABLES, ProjectionEngine, Row, row_of
+from projections.engine import MERKLE_TABLES, TRACKING_NAME, ProjectionEngine, Row, row_of
 from projections.merkle import EMPTY_ROOT, MerkleLog, TreeHasher, leaf_hash
 from projections.runtime import Runtime
 from projections.tables import LIVE
@@ -80,6 +80,7 @@ class VerifyReport:
     claims: int = 0
     root_hash: str = EMPTY_ROOT.hex()  # of all events in the store, in log order
     merkle_checked_size: int = 0  # leaves of the projections' Merkle log compared
+    store_position: int = 0  # the newest event's position
     projected_position: int = 0  # the log position the projection comparison was made at
     projections_compared: bool = False
     findings: list[Finding] = field(default_factory=list)
@@ -117,6 +118,11 @@ class VerifyReport:
                 f"{self.projection_seconds:.2f} s: "
                 + (f"{differing} difference(s) listed below" if differing else "every table equal")
             )
+            if self.projected_position < self.store_position:
+                lines.append(
+                    f"  the projections lag the store: events after position {self.projected_position} (up to "
+                    f"{self.store_position}) were hash-checked but are not projected yet; run `claims project`"
+                )
         lines.extend(f.describe() for f in self.findings)
         if self.omitted:
             lines.append(f"... and {self.omitted} more findings")
@@ -287,6 +293,7 @@ def _check_log(runtime: Runtime, report: VerifyReport, progress: Progress | None
             if progress is not None:
                 progress("hash chains", after, max(total, after))
     report.events = hasher.size
+    report.store_position = after
     report.claims = len(chains)
     report.root_hash = hasher.root().hex()
     if root_at_checked is None:
@@ -393,7 +400,7 @@ def _drop(store: ReadStore, engine: ProjectionEngine) -> None:
 
 
 def _position(cur: Cursor, prefix: str) -> int:
-    row = cur.execute(f"SELECT position FROM {prefix}tracking").fetchone()
+    row = cur.execute(f"SELECT position FROM {prefix}tracking WHERE name = ?", (TRACKING_NAME,)).fetchone()
     return int(row[0]) if row else 0
 
 
