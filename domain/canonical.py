@@ -9,10 +9,9 @@ events of one claim; the first event's is 64 zeros.
 from __future__ import annotations
 
 import hashlib
-import json
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
+import orjson
 import rfc8785
 
 GENESIS_HASH = "0" * 64
@@ -20,39 +19,23 @@ GENESIS_HASH = "0" * 64
 EVENT_TYPES = ("ClaimRegistered", "Asserted", "Denied", "Retracted", "ActVoided")
 
 
-# The json module's compact, key-sorted output is JCS for plain values: it escapes the
-# same characters (" \\ and U+0000-U+001F, with the same short forms and lowercase
-# \\u00xx) and leaves all others as they are. The C encoder is made once: building it
-# per call (as json.dumps does) costs more than encoding a small object.
-_C_ENCODER = (
-    c_make_encoder(None, None, encode_basestring, None, ":", ",", True, False, False)
-    if c_make_encoder is not None
-    else None
-)
-_PY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
-
-
-def _json_text(value: Any) -> str:
-    if _C_ENCODER is None:  # pragma: no cover - CPython has the C encoder
-        return _PY_ENCODER.encode(value)
-    return "".join(_C_ENCODER(value, 0))
-
-
-_SAFE_INT = 2**53 - 1
+_SAFE_INT = 2**53 - 1  # JCS numbers are IEEE doubles
 
 
 def canonical_bytes(value: Any) -> bytes:
     """The RFC 8785 (JCS) encoding of a JSON value.
 
-    Values made only of strings, safe integers, booleans, null, lists and objects
-    whose keys sort the same by code point as by UTF-16 go through the json module's
-    C encoder (~20x faster); anything else (floats, big integers, keys past U+D7FF,
-    lone surrogates) through ``rfc8785`` itself, which also raises its errors.
+    For plain values (see ``_plain``) orjson's key-sorted output is JCS, byte for byte:
+    it escapes exactly ``"``, ``\\`` and U+0000-U+001F, with the same short forms and
+    lowercase ``\\u00xx``, writes every other character as UTF-8, and sorts keys by code
+    point, which is UTF-16 order for keys below U+D800. It is ~30x faster than the
+    pure-Python ``rfc8785``, which encodes everything else (floats, big integers, other
+    keys, lone surrogates) and raises its errors.
     """
     if _plain(value):
         try:
-            return _json_text(value).encode()
-        except UnicodeEncodeError:  # a lone surrogate: let rfc8785 refuse it
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # a lone surrogate or deep nesting: rfc8785 decides
             pass
     return rfc8785.dumps(value)
 
@@ -80,7 +63,7 @@ def event_body(
     *,
     claim_id: str,
     version: int,
-    type: str,  # noqa: A002 - the field is called "type" in the published encoding
+    type: str,
     recorded_at: str,
     prev_hash: str,
     data: dict[str, Any],
@@ -100,7 +83,7 @@ def body_hash(body: dict[str, Any]) -> str:
 
 
 def body_text(
-    *, claim_id: str, version: int, type: str, recorded_at: str, prev_hash: str, data_json: str  # noqa: A002
+    *, claim_id: str, version: int, type: str, recorded_at: str, prev_hash: str, data_json: str
 ) -> str:
     """The JCS text of an event body, assembled from its already-canonical data.
 

@@ -6,12 +6,12 @@ event whose canonical body and hash are computed on the spot and stored with it.
 
 from __future__ import annotations
 
-import json
 import secrets
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+import orjson
 from eventsourcing.domain import Aggregate
 
 from domain.canonical import GENESIS_HASH, body_text, canonical_bytes, event_body, text_hash
@@ -39,7 +39,7 @@ class Claim(Aggregate):
 
         @property
         def data(self) -> Json:
-            return dict(json.loads(self.data_json))
+            return dict(orjson.loads(self.data_json))
 
         @property
         def recorded_at(self) -> str:
