@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -60,8 +61,11 @@ def read_tokens_required(matrix_api: Api) -> Iterator[Api]:
     services.settings = before
 
 
-def call(api: Api, method: str, path: str, body: dict[str, Any] | None, caller: str | None) -> Any:
-    headers = {} if caller is None else {"Authorization": f"Bearer {api.token(caller) if caller in Role.__members__.values() else api.tokens[caller]}"}
+def call(api: Api, method: str, path: str, body: dict[str, Any] | None, caller: str | None) -> httpx.Response:
+    headers = {}
+    if caller is not None:
+        token = api.tokens[caller] if caller in ("unknown", "revoked") else api.token(caller)
+        headers["Authorization"] = f"Bearer {token}"
     return api.client.request(method, path, json=body, headers=headers)
 
 

@@ -185,8 +185,8 @@ def test_listing_filters_by_status_party_subject_and_text(api: Api) -> None:
     last = api.read("/v1/claims", other["position"]).json()
     assert len(last["items"]) == 2
 
-    def keys(**params: object) -> list[str]:
-        response = api.get("/v1/claims", **params)
+    def keys(**params: str) -> list[str]:
+        response = api.client.get("/v1/claims", params=params)
         assert response.status_code == 200, response.text
         return [c["key"] for c in response.json()["items"]]
 
@@ -208,10 +208,10 @@ def test_listing_pages_with_an_opaque_cursor(api: Api) -> None:
     cursor = None
     pages = 0
     while True:
-        params: dict[str, object] = {"limit": 2}
+        params: dict[str, str | int] = {"limit": 2}
         if cursor:
             params["cursor"] = cursor
-        page = api.get("/v1/claims", **params).json()
+        page = api.client.get("/v1/claims", params=params).json()
         seen += [c["key"] for c in page["items"]]
         pages += 1
         cursor = page["next_cursor"]
