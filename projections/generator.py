@@ -7,13 +7,14 @@ void targets an act not voided yet, and ``recorded_at`` only moves forward.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import orjson
 
 from domain.values import format_instant
 
@@ -180,7 +181,7 @@ def generate(claims: int, seed: int) -> Iterator[Json]:
     Histories interleave across a window of open claims; most are short (1-8 acts)
     and about one in fifty is long (150-400 acts).
     """
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - synthetic test data, not secrets
     world = _World(rng, claims)
     open_claims: list[_ClaimPlan] = []
     registered = 0
@@ -267,12 +268,14 @@ def _void(world: _World, plan: _ClaimPlan, target: _Act) -> Json:
     return line
 
 
-def write_fixture(path: str | Path, lines: Iterable[Json]) -> int:
-    """Write fixture lines as JSON Lines; returns how many were written."""
-    count = 0
-    with open(path, "w", encoding="utf-8") as out:
+def write_fixture(target: str | Path | IO[str], lines: Iterable[Json]) -> int:
+    """Write fixture lines as JSON Lines to a file or a text stream; returns how many."""
+    if not isinstance(target, str | Path):
+        count = 0
         for line in lines:
-            out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
-            out.write("\n")
+            target.write(orjson.dumps(line).decode())
+            target.write("\n")
             count += 1
-    return count
+        return count
+    with open(target, "w", encoding="utf-8") as out:
+        return write_fixture(out, lines)
