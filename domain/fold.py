@@ -59,6 +59,13 @@ class ActState:
     def is_stance(self) -> bool:
         return self.type in STANCE_OF_TYPE
 
+    def copy(self) -> ActState:
+        """A copy whose retraction/void marks can change; the event data is never mutated."""
+        return ActState(
+            self.act_id, self.type, self.version, self.party, self.holder, self.said_at, self.order,
+            self.target, self.retracted_by, self.voided_by, self.data,
+        )
+
 
 def said_instant(data: Json, recorded_at: str) -> datetime:
     """When an act was said, on the said axis: recorded_at where said_at is unknown."""
@@ -85,6 +92,16 @@ class ClaimFold:
     @property
     def registered(self) -> bool:
         return self.claim_id is not None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ClaimFold:
+        # Claims are deep-copied out of the writer's cache for every command; copying
+        # only what a later event can change keeps that cheap for long histories.
+        clone = ClaimFold.__new__(ClaimFold)
+        clone.__dict__.update(self.__dict__)
+        clone.subjects = list(self.subjects)
+        clone.counts = dict(self.counts)
+        clone.acts = {act_id: act.copy() for act_id, act in self.acts.items()}
+        return clone
 
     def apply(self, body: Json) -> None:
         kind = body["type"]

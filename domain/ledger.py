@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -81,7 +82,15 @@ class Ledger(Application[UUID]):
 
     def __init__(self, database: Database | None = None, env: dict[str, str] | None = None) -> None:
         self.database = database or Database.from_url()
-        super().__init__(env={**self.database.library_env(), **(env or {})})
+        cache = {
+            # Commands load claims from a cache that is fast-forwarded with any newer
+            # events from the store and deep-copied, so a refused or failed batch never
+            # leaves a half-changed claim behind: a long claim is not replayed per write.
+            "AGGREGATE_CACHE_MAXSIZE": os.environ.get("LEDGER_CLAIM_CACHE_SIZE", "5000"),
+            "AGGREGATE_CACHE_FASTFORWARD": "y",
+            "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
+        }
+        super().__init__(env={**cache, **self.database.library_env(), **(env or {})})
 
     # One-command conveniences (tests, CLI); errors are raised.
     def register_claim(self, statement: str, key: str | None = None, **fields: Any) -> Outcome:

@@ -77,7 +77,9 @@ class Database:
             # Bounded waits everywhere: a stuck lock or a dead server becomes an error
             # the API can answer (503), never a hung request.
             "POSTGRES_LOCK_TIMEOUT": os.environ.get("LEDGER_PG_LOCK_TIMEOUT", "5"),
-            "POSTGRES_CONNECT_TIMEOUT": os.environ.get("LEDGER_PG_CONNECT_TIMEOUT", "5"),
+            # Also the pool's wait for a connection; the library tries 10 times, so this
+            # bounds how long a write can hang on a dead server (about 10x this).
+            "POSTGRES_CONNECT_TIMEOUT": os.environ.get("LEDGER_PG_CONNECT_TIMEOUT", "2"),
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
             "POSTGRES_POOL_SIZE": os.environ.get("LEDGER_PG_POOL_SIZE", "8"),
             "POSTGRES_MAX_OVERFLOW": os.environ.get("LEDGER_PG_MAX_OVERFLOW", "8"),
@@ -89,7 +91,7 @@ class Database:
         return {
             "host": self.host, "port": self.port, "user": self.user,
             "password": self.password, "dbname": self.dbname,
-            "connect_timeout": int(os.environ.get("LEDGER_PG_CONNECT_TIMEOUT", "5")),
+            "connect_timeout": int(os.environ.get("LEDGER_PG_CONNECT_TIMEOUT", "2")),
         }
 
     def ensure_schema(self) -> None:
