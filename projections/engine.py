@@ -168,14 +168,19 @@ class ProjectionEngine:
     ) -> tuple[Sequence[LoggedEvent], bool]:
         expected = start + 1
         now = time.monotonic()
+        gaps: list[tuple[int, int, int]] = []  # (index of the event after it, first id, last id)
         for i, e in enumerate(logged):
             if e.position != expected:
-                first_seen = self._gaps_seen.setdefault(expected, now)
-                if now - first_seen < self.gap_wait:
-                    return logged[:i], True
-                log.warning("passing gap in notification ids %d..%d", expected, e.position - 1)
-                self._gaps_seen.pop(expected, None)
+                gaps.append((i, expected, e.position - 1))
+                # Every gap in sight starts its wait now: gaps seen together are passed
+                # together, so many writers' rollbacks cost one wait, not one each.
+                self._gaps_seen.setdefault(expected, now)
             expected = e.position + 1
+        for i, first, last in gaps:
+            if now - self._gaps_seen[first] < self.gap_wait:
+                return logged[:i], True
+            log.warning("passing gap in notification ids %d..%d", first, last)
+            self._gaps_seen.pop(first, None)
         return logged, False
 
     # Applying events.
