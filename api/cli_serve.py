@@ -143,8 +143,28 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def prepare_database() -> None:
+    """Make every table once, before the processes that share them start: on PostgreSQL,
+    CREATE TABLE IF NOT EXISTS run by several processes at the same moment can fail."""
+    from api.auth import TokenStore
+    from api.idempotency import IdempotencyStore
+    from projections.runtime import Runtime
+
+    runtime = Runtime.open(pool_size=1)
+    try:
+        TokenStore(runtime.store).ensure_table()
+        IdempotencyStore(runtime.store).ensure_table()
+    finally:
+        runtime.close()
+
+
 def supervise(database: Database, host: str, port: int, workers: int, log_level: str) -> int:
     """Run N API workers and one projection process; stop them all together."""
+    try:
+        prepare_database()
+    except (StoreUnavailable, OSError) as e:
+        typer.echo(f"error: cannot open the ledger: {e}", err=True)
+        return 1
     try:
         sock = _listen(host, port)
     except OSError as e:
