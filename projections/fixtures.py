@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
@@ -27,13 +27,13 @@ from eventsourcing.application import project_aggregate
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 
 from domain.claim import Claim
 from domain.commands import Command, RecordAct, RegisterClaim
 from domain.errors import InvalidInput, LedgerError, StoreUnavailable
 from domain.ledger import Ledger, _Batch
-from domain.values import parse_instant
+from domain.values import SLUG, claim_id_for_key, parse_instant
 
 Json = dict[str, Any]
 ProgressCallback = Callable[[int, int, int | None], None]  # acts, bytes read, bytes in all
@@ -161,32 +161,56 @@ def _invalid(message: str) -> InvalidInput:
 class EventWriter(Protocol):
     """The one open write transaction of an import, on either backend."""
 
-    def events_of(self, claim_id: UUID) -> list[StoredEvent]: ...
+    def events_of(self, claim_ids: list[UUID]) -> dict[UUID, list[StoredEvent]]: ...
 
     def insert(self, stored: list[StoredEvent]) -> list[int]: ...
 
 
 class _ImportBatch(_Batch):
-    """The ledger's own command rules, over claims read inside the import's transaction."""
+    """The ledger's own command rules, over claims read inside the import's transaction.
+
+    Claims are read a chunk of lines at a time (one query for all the claims a chunk
+    names); the least recently used are forgotten between chunks, to be read again,
+    inside the same transaction, if a later line names them.
+    """
 
     def __init__(self, ledger: Ledger, writer: EventWriter) -> None:
         super().__init__(ledger)
         self.writer = writer
         self.claims: OrderedDict[UUID, Claim | None] = OrderedDict()
 
+    def prefetch(self, commands: Iterable[Command]) -> None:
+        wanted = {claim_id for c in commands for claim_id in _claim_ids(c) if claim_id not in self.claims}
+        if wanted:
+            self.read(sorted(wanted))
+
     def load(self, claim_id: UUID) -> Claim | None:
-        if claim_id in self.claims:
-            self.claims.move_to_end(claim_id)
-            return self.claims[claim_id]
-        stored = self.writer.events_of(claim_id)
-        events = [self.ledger.mapper.to_domain_event(s) for s in stored]
-        claim: Claim | None = project_aggregate(None, events) if events else None  # type: ignore[arg-type]
-        self.claims[claim_id] = claim
-        return claim
+        if claim_id not in self.claims:
+            self.read([claim_id])
+        self.claims.move_to_end(claim_id)
+        return self.claims[claim_id]
+
+    def read(self, claim_ids: list[UUID]) -> None:
+        stored = self.writer.events_of(claim_ids)
+        for claim_id in claim_ids:
+            events = [self.ledger.mapper.to_domain_event(s) for s in stored.get(claim_id, ())]
+            self.claims[claim_id] = project_aggregate(None, events) if events else None  # type: ignore[arg-type]
 
     def forget_least_recent(self, keep: int) -> None:
         while len(self.claims) > keep:
             self.claims.popitem(last=False)
+
+
+def _claim_ids(command: Command) -> list[UUID]:
+    """The ids a command may name: as the ledger resolves them, the UUID first, then the key."""
+    if isinstance(command, RegisterClaim):
+        return [claim_id_for_key(command.key)]
+    ids = []
+    with suppress(ValueError):
+        ids.append(UUID(command.claim))
+    if SLUG.fullmatch(command.claim):
+        ids.append(claim_id_for_key(command.claim))
+    return ids
 
 
 def import_fixture(
@@ -198,7 +222,10 @@ def import_fixture(
 ) -> ImportReport:
     """Record every line of a fixture, all in one transaction, or nothing at all.
 
-    ``progress(acts, bytes_read, bytes_total)`` is called after each batch of writes
+    Lines are read FLUSH_EVERY at a time: built into commands, the claims they name
+    read in one query, applied in order, and their events inserted. The first bad
+    line raises a FixtureError and the transaction is rolled back.
+    ``progress(acts, bytes_read, bytes_total)`` is called after each chunk
     (``bytes_total`` is None when reading lines rather than a file).
     """
     name = name or (str(path_or_lines) if isinstance(path_or_lines, str | Path) else "<lines>")
@@ -206,39 +233,33 @@ def import_fixture(
     started = time.perf_counter()
     acts = unchanged = 0
     positions: list[int] = []
+    lines = read_lines(path_or_lines, name)
     try:
         with _write_transaction(ledger) as writer:
             batch = _ImportBatch(ledger, writer)
-            pending: list[Claim.Event] = []
-            offset = 0
-
-            def flush() -> None:
+            while True:
+                chunk, failure = _next_chunk(lines, name)
+                batch.prefetch(command for _, command in chunk)
+                pending: list[Claim.Event] = []
+                for line, command in chunk:
+                    outcome = batch.apply(command)
+                    if outcome.error is not None:
+                        raise FixtureError(name, line.number, str(outcome.error)) from outcome.error
+                    if outcome.created:
+                        claim = cast(Claim, batch.claims[cast(UUID, outcome.claim_id)])
+                        pending.extend(cast(list[Claim.Event], claim.collect_events()))
+                    else:
+                        unchanged += 1
+                if failure is not None:  # only now: an earlier line's broken rule comes first
+                    raise failure
                 if pending:
-                    stored = [ledger.mapper.to_stored_event(e) for e in pending]
-                    positions.extend(writer.insert(stored))
-                    pending.clear()
+                    positions.extend(writer.insert([ledger.mapper.to_stored_event(e) for e in pending]))
+                acts += len(chunk)
                 batch.forget_least_recent(KEEP_CLAIMS)
-                if progress is not None:
-                    progress(acts, offset, total)
-
-            for line in read_lines(path_or_lines, name):
-                try:
-                    outcome = batch.apply(command_of(line))
-                except LedgerError as e:
-                    raise FixtureError(name, line.number, str(e)) from e
-                if outcome.error is not None:
-                    raise FixtureError(name, line.number, str(outcome.error)) from outcome.error
-                acts += 1
-                offset = line.offset
-                if outcome.created:
-                    claim = batch.claims[outcome.claim_id]  # type: ignore[index]
-                    assert claim is not None
-                    pending.extend(claim.collect_events())  # type: ignore[arg-type]
-                else:
-                    unchanged += 1
-                if acts % FLUSH_EVERY == 0:
-                    flush()
-            flush()
+                if progress is not None and chunk:
+                    progress(acts, chunk[-1][0].offset, total)
+                if len(chunk) < FLUSH_EVERY:
+                    break
     except PersistenceError as e:
         raise StoreUnavailable(f"the event store failed during the import of {name}: {e}") from e
     return ImportReport(
@@ -247,6 +268,25 @@ def import_fixture(
         last_position=positions[-1] if positions else None,
         seconds=time.perf_counter() - started,
     )
+
+
+def _next_chunk(
+    lines: Iterator[FixtureLine], name: str
+) -> tuple[list[tuple[FixtureLine, Command]], FixtureError | None]:
+    """Up to FLUSH_EVERY lines as commands; a line that is not one ends the chunk with its error."""
+    chunk: list[tuple[FixtureLine, Command]] = []
+    line: FixtureLine | None = None
+    try:
+        for line in lines:
+            chunk.append((line, command_of(line)))
+            if len(chunk) == FLUSH_EVERY:
+                break
+    except FixtureError as e:
+        return chunk, e
+    except LedgerError as e:
+        assert line is not None
+        return chunk, FixtureError(name, line.number, str(e))
+    return chunk, None
 
 
 @contextmanager
@@ -263,17 +303,23 @@ class _SQLiteWriter:
     def __init__(self, ledger: Ledger, cursor: Any) -> None:
         self.recorder = cast(SQLiteApplicationRecorder, ledger.recorder)
         self.cursor = cursor
-        self.select = self.recorder.select_events_statement + "ORDER BY originator_version"
 
-    def events_of(self, claim_id: UUID) -> list[StoredEvent]:
-        self.cursor.execute(self.select, (claim_id.hex,))
-        return [
-            StoredEvent(
-                originator_id=self.recorder.convert_originator_id(row["originator_id"]),
-                originator_version=row["originator_version"], topic=row["topic"], state=row["state"],
+    def events_of(self, claim_ids: list[UUID]) -> dict[UUID, list[StoredEvent]]:
+        found: dict[UUID, list[StoredEvent]] = {}
+        for start in range(0, len(claim_ids), 500):  # well under SQLite's bound on parameters
+            some = claim_ids[start:start + 500]
+            self.cursor.execute(
+                f"SELECT originator_id, originator_version, topic, state FROM {self.recorder.events_table_name}"
+                f" WHERE originator_id IN ({','.join('?' * len(some))}) ORDER BY originator_id, originator_version",
+                [claim_id.hex for claim_id in some],
             )
-            for row in self.cursor.fetchall()
-        ]
+            for row in self.cursor.fetchall():
+                claim_id = UUID(row["originator_id"])
+                found.setdefault(claim_id, []).append(StoredEvent(
+                    originator_id=claim_id, originator_version=row["originator_version"],
+                    topic=row["topic"], state=row["state"],
+                ))
+        return found
 
     def insert(self, stored: list[StoredEvent]) -> list[int]:
         positions = self.recorder._insert_events(self.cursor, stored)
@@ -307,17 +353,20 @@ class _PostgresWriter:
     def __init__(self, ledger: Ledger, cursor: Any) -> None:
         self.recorder = cast(PostgresApplicationRecorder, ledger.recorder)
         self.cursor = cursor
-        self.select = self.recorder.select_events_statement + SQL(" ORDER BY originator_version")
+        self.select = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {}.{}"
+            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(Identifier(self.recorder.datastore.schema), Identifier(self.recorder.events_table_name))
 
-    def events_of(self, claim_id: UUID) -> list[StoredEvent]:
-        self.cursor.execute(self.select, (claim_id,), prepare=True)
-        return [
-            StoredEvent(
+    def events_of(self, claim_ids: list[UUID]) -> dict[UUID, list[StoredEvent]]:
+        self.cursor.execute(self.select, (claim_ids,))
+        found: dict[UUID, list[StoredEvent]] = {}
+        for row in self.cursor.fetchall():
+            found.setdefault(row["originator_id"], []).append(StoredEvent(
                 originator_id=row["originator_id"], originator_version=row["originator_version"],
                 topic=row["topic"], state=bytes(row["state"]),
-            )
-            for row in self.cursor.fetchall()
-        ]
+            ))
+        return found
 
     def insert(self, stored: list[StoredEvent]) -> list[int]:
         # The recorder's own insert: table lock (already ours), NOTIFY, INSERT ... RETURNING.
