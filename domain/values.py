@@ -203,6 +203,8 @@ def _instant_from_text(value: str) -> datetime | str | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
     except ValueError as e:
         return str(e)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00, which is in the year 10000 in UTC
+        return "it falls outside the years 1 to 9999 once converted to UTC"
 
 
 def check_said_at(value: object, field: str = "said_at") -> str | None:
