@@ -19,6 +19,7 @@ from uuid import UUID
 
 from domain.errors import InvalidInput
 from domain.fold import ClaimStatus, fold_claim, select_events
+from domain.values import MAX_NAME, check_text
 from projections.db import ReadStore
 from projections.tables import LIVE, Tables
 
@@ -80,6 +81,8 @@ class ReadModels:
     def resolve(self, ref: str) -> str | None:
         """The claim id for a UUID or a key; a UUID-shaped key is tried as a key too."""
         t = self.tables
+        if "\x00" in ref:  # no id or key holds NUL (and PostgreSQL cannot even compare it)
+            return None
         with self.store.reading() as cur:
             try:
                 as_uuid = str(UUID(ref))
@@ -177,6 +180,7 @@ class ReadModels:
             where.append("c.status = ?")
             params.append(status)
         if subject is not None:
+            check_text(subject, "subject", max_len=MAX_NAME)  # subjects are text without NUL
             where.append(f"c.claim_id IN (SELECT claim_id FROM {t.subjects} WHERE subject = ?)")
             params.append(subject)
         if party is not None:
