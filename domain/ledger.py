@@ -6,12 +6,13 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import orjson
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Notification, PersistenceError
+from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 from eventsourcing.utils import get_topic
 
 from domain.canonical import body_text
@@ -25,10 +26,17 @@ from domain.errors import (
     VersionMismatch,
 )
 from domain.settings import Database
-from domain.values import SLUG, claim_id_for_key
+from domain.values import SLUG, claim_id_for_key, format_instant
 
 Json = dict[str, Any]
 CONFLICT_RETRIES = 20
+
+
+class UndecodableEvent(LedgerError):
+    """A stored event the ledger's own event classes cannot read back."""
+
+    code = "undecodable-event"
+    title = "Undecodable event"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,36 +187,46 @@ class Ledger(Application[UUID]):
             after = notifications[-1].id
 
     def read_log(self, after: int, limit: int) -> list[LoggedEvent]:
-        """Up to `limit` events after position `after`, in log order, decoded cheaply.
-
-        Readers of the whole log (projections, verify) spend most of their time
-        decoding; events stored as plain JSON are read straight from it, anything
-        else (a cipher or compressor configured) goes through the library's mapper.
-        """
+        """Up to `limit` events after position `after`, in log order."""
         try:
             notifications = self.recorder.select_notifications(after + 1, limit)
         except PersistenceError as e:
             raise StoreUnavailable(f"the event store is unreachable: {e}") from e
-        return [self._logged(n) for n in notifications]
+        return [
+            self.decode_stored(n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
+            for n in notifications
+        ]
 
-    def _logged(self, n: Notification) -> LoggedEvent:
-        kind = EVENT_TYPES.get(n.topic)
-        if kind is not None and self.mapper.cipher is None and self.mapper.compressor is None:
+    def decode_stored(self, position: int, claim_id: str, version: int, topic: str, state: bytes) -> LoggedEvent:
+        """A stored event's fields; UndecodableEvent when they are not a claim event's.
+
+        Readers of the whole log spend most of their time decoding: events stored as
+        plain JSON are read straight from it, anything else (a cipher or compressor
+        configured) goes through the library's mapper.
+        """
+        kind = EVENT_TYPES.get(topic)
+        if kind is None:
+            raise UndecodableEvent(f"its topic {topic!r} is not one of the claim events")
+        if self.mapper.cipher is not None or self.mapper.compressor is not None:
             try:
-                state = orjson.loads(n.state)
-                stamp = state["timestamp"]["_data_"]
-                if stamp.endswith("+00:00"):
-                    return LoggedEvent(
-                        n.id, str(n.originator_id), n.originator_version, kind, stamp[:-6] + "Z",
-                        state["prev_hash"], state["hash"], state["data_json"],
-                    )
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                pass
-        event: Claim.Event = self.mapper.to_domain_event(n)  # type: ignore[assignment]
-        return LoggedEvent(
-            n.id, str(event.originator_id), event.originator_version, event.TYPE, event.recorded_at,
-            event.prev_hash, event.hash, event.data_json,
-        )
+                event: Claim.Event = self.mapper.to_domain_event(  # type: ignore[assignment]
+                    StoredEvent(originator_id=UUID(claim_id), originator_version=version, topic=topic, state=state)
+                )
+            except Exception as e:  # the library raises whatever its decoders raise
+                raise UndecodableEvent(f"the library cannot decode it: {e}") from None
+            return LoggedEvent(position, claim_id, version, kind, event.recorded_at, event.prev_hash,
+                               event.hash, event.data_json)
+        try:
+            fields = orjson.loads(state)
+            stamp = fields["timestamp"]["_data_"]
+            recorded_at = (stamp[:-6] + "Z" if stamp.endswith("+00:00")
+                           else format_instant(datetime.fromisoformat(stamp)))
+            prev_hash, digest, data_json = fields["prev_hash"], fields["hash"], fields["data_json"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, LedgerError) as e:
+            raise UndecodableEvent(f"its stored state is not a claim event's ({type(e).__name__}: {e})") from None
+        if not (isinstance(prev_hash, str) and isinstance(digest, str) and isinstance(data_json, str)):
+            raise UndecodableEvent("its prev_hash, hash and data_json are not all strings")
+        return LoggedEvent(position, claim_id, version, kind, recorded_at, prev_hash, digest, data_json)
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0

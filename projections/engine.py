@@ -8,7 +8,6 @@ the claim's history rows, which live in the same transaction.
 
 from __future__ import annotations
 
-import orjson
 import logging
 import threading
 import time
@@ -17,12 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from eventsourcing.persistence import PersistenceError
 
 from domain.errors import StoreUnavailable
 from domain.fold import ClaimFold
 from domain.ledger import Ledger, LoggedEvent
 from projections.db import Cursor, ReadStore
+from projections.log import LogScanner
 from projections.merkle import MerkleLog
 from projections.tables import LIVE, REBUILD, Tables
 
@@ -81,6 +82,7 @@ class ProjectionEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._position = 0
+        self._scanner = LogScanner(ledger)
         self.events_applied = 0
 
     # Schema.
@@ -124,7 +126,7 @@ class ProjectionEngine:
     def process_batch(self) -> tuple[int, bool]:
         """One batch. Returns (events applied, whether it stopped at a fresh gap)."""
         start = self._read_position()
-        logged = self.ledger.read_log(start, self.batch_size)
+        logged = self._scanner.read(start, self.batch_size)
         if not logged:
             return 0, False
         usable, waiting = self._pass_gaps(start, logged)
@@ -337,6 +339,7 @@ class ProjectionEngine:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        self._scanner.close()
 
     # Rebuild, blue/green.
     def rebuild(self, progress: Progress | None = None) -> int:
@@ -349,35 +352,38 @@ class ProjectionEngine:
             self.ledger, self.store, prefix=REBUILD, batch_size=max(self.batch_size, 10_000),
             gap_wait=0.0, cache_size=self.cache_size,
         )
-        with self.store.transaction() as cur:
-            generation = self._current_generation(cur) + 1
-            fresh.tables.drop(cur)
-            _drop_merkle(cur, REBUILD)
-            fresh.tables.create(cur, generation=generation)
-            fresh.merkle.create_tables(cur)
-            cur.execute(
-                f"INSERT INTO {fresh.tables.tracking} (name, position, generation) VALUES (?, 0, ?)",
-                (TRACKING_NAME, generation),
-            )
-        applied = fresh.catch_up(progress=progress)
-        with self.store.transaction() as cur:
-            if cur.backend == "postgres":
-                cur.execute(f"LOCK TABLE {self.tables.tracking} IN EXCLUSIVE MODE")
-            position, _ = fresh._tracking(cur, lock=True)
-            while True:  # the tail that arrived meanwhile, inside the swap transaction
-                logged = self.ledger.read_log(position, fresh.batch_size)
-                if not logged:
-                    break
-                rows = [row_of(e) for e in logged]
-                fresh.apply(cur, rows)
-                position = rows[-1].position
-                applied += len(rows)
-            cur.execute(f"UPDATE {fresh.tables.tracking} SET position = ? WHERE name = ?", (position, TRACKING_NAME))
-            self.tables.drop(cur)
-            _drop_merkle(cur, self.tables.prefix)
-            fresh.tables.rename_to(cur, self.tables)
-            for name in MERKLE_TABLES:
-                cur.execute(f"ALTER TABLE {REBUILD}{name} RENAME TO {self.tables.prefix}{name}")
+        try:
+            with self.store.transaction() as cur:
+                generation = self._current_generation(cur) + 1
+                fresh.tables.drop(cur)
+                _drop_merkle(cur, REBUILD)
+                fresh.tables.create(cur, generation=generation)
+                fresh.merkle.create_tables(cur)
+                cur.execute(
+                    f"INSERT INTO {fresh.tables.tracking} (name, position, generation) VALUES (?, 0, ?)",
+                    (TRACKING_NAME, generation),
+                )
+            applied = fresh.catch_up(progress=progress)
+            with self.store.transaction() as cur:
+                if cur.backend == "postgres":
+                    cur.execute(f"LOCK TABLE {self.tables.tracking} IN EXCLUSIVE MODE")
+                position, _ = fresh._tracking(cur, lock=True)
+                while True:  # the tail that arrived meanwhile, inside the swap transaction
+                    logged = fresh._scanner.read(position, fresh.batch_size)
+                    if not logged:
+                        break
+                    rows = [row_of(e) for e in logged]
+                    fresh.apply(cur, rows)
+                    position = rows[-1].position
+                    applied += len(rows)
+                cur.execute(f"UPDATE {fresh.tables.tracking} SET position = ? WHERE name = ?", (position, TRACKING_NAME))
+                self.tables.drop(cur)
+                _drop_merkle(cur, self.tables.prefix)
+                fresh.tables.rename_to(cur, self.tables)
+                for name in MERKLE_TABLES:
+                    cur.execute(f"ALTER TABLE {REBUILD}{name} RENAME TO {self.tables.prefix}{name}")
+        finally:
+            fresh.stop()
         self._folds.clear()
         return applied
 

@@ -9,26 +9,21 @@ against a fresh rebuild into ``vf_`` tables (dropped afterwards).
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import orjson
-import psycopg
-from eventsourcing.persistence import StoredEvent
 
 from domain.canonical import GENESIS_HASH, body_text, canonical_bytes
 from domain.claim import Claim
 from domain.errors import LedgerError
-from domain.ledger import EVENT_TYPES, Ledger, LoggedEvent
-from domain.values import format_instant
+from domain.ledger import Ledger, UndecodableEvent
 from projections.db import Cursor, ReadStore
 from projections.engine import MERKLE_TABLES, TRACKING_NAME, ProjectionEngine, Row, row_of
+from projections.log import LogScanner, scanning
 from projections.merkle import EMPTY_ROOT, MerkleLog, TreeHasher, leaf_hash
 from projections.runtime import Runtime
 from projections.tables import LIVE
@@ -149,93 +144,6 @@ def verify_store(
 # -- Reading the event store ---------------------------------------------------------------
 
 
-class _Undecodable(Exception):
-    """A stored event the ledger's own event classes cannot read back."""
-
-
-@contextmanager
-def _scanner(ledger: Ledger, *, snapshot: bool) -> Iterator[Scan]:
-    """Pages of stored events in log order, read straight from the library's table.
-
-    The library's own reader builds objects for every event and halves the speed of a
-    full scan; the rows are the same. With `snapshot`, every page comes from one
-    consistent view of the store.
-    """
-    database = ledger.database
-    table = ledger.recorder.events_table_name  # type: ignore[attr-defined]
-    if database.backend == "sqlite":
-        conn = sqlite3.connect(database.path, timeout=30, isolation_level=None)
-        sql = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {table}"
-               " WHERE rowid > ? ORDER BY rowid LIMIT ?")
-        if snapshot:
-            conn.execute("BEGIN")
-
-        def read_sqlite(after: int, limit: int) -> list[RawEvent]:
-            return [(p, _dashed(o), v, t, s) for p, o, v, t, s in conn.execute(sql, (after, limit))]
-
-        try:
-            yield read_sqlite
-        finally:
-            conn.close()
-        return
-    pg = psycopg.connect(**database.connect_kwargs(), autocommit=not snapshot)  # type: ignore[arg-type]
-    if snapshot:
-        pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        pg.read_only = True
-    query = (
-        "SELECT notification_id, originator_id::text, originator_version, topic, state"
-        f' FROM "{database.schema}".{table} WHERE notification_id > %s ORDER BY notification_id LIMIT %s'
-    )
-
-    def read_postgres(after: int, limit: int) -> list[RawEvent]:
-        # Binary results: bytea arrives as bytes, not hex text to decode (twice as fast).
-        return pg.execute(query, (after, limit), binary=True).fetchall()  # type: ignore[return-value]
-
-    try:
-        yield read_postgres
-    finally:
-        pg.close()
-
-
-def _dashed(claim_id: str) -> str:
-    """The library keeps SQLite ids as 32 hex digits; bodies carry the dashed form."""
-    if len(claim_id) == 32:
-        return f"{claim_id[:8]}-{claim_id[8:12]}-{claim_id[12:16]}-{claim_id[16:20]}-{claim_id[20:]}"
-    return str(UUID(claim_id))
-
-
-def _plain_json(ledger: Ledger) -> bool:
-    return ledger.mapper.cipher is None and ledger.mapper.compressor is None
-
-
-def _decode(ledger: Ledger, raw: RawEvent, plain: bool) -> Fields:
-    """The stored fields of an event; _Undecodable when they cannot be read."""
-    position, claim_id, version, topic, state = raw
-    kind = EVENT_TYPES.get(topic)
-    if kind is None:
-        raise _Undecodable(f"its topic {topic!r} is not one of the claim events")
-    if not plain:
-        try:
-            event: Claim.Event = ledger.mapper.to_domain_event(  # type: ignore[assignment]
-                StoredEvent(originator_id=UUID(claim_id), originator_version=version, topic=topic, state=state)
-            )
-        except Exception as e:  # the library raises whatever its decoders raise
-            raise _Undecodable(f"the library cannot decode it: {e}") from None
-        return (position, claim_id, version, kind, event.recorded_at, event.prev_hash, event.hash,
-                event.data_json)
-    try:
-        fields = orjson.loads(state)
-        stamp = fields["timestamp"]["_data_"]
-        recorded_at = (stamp[:-6] + "Z" if stamp.endswith("+00:00")
-                       else format_instant(datetime.fromisoformat(stamp)))
-        prev_hash, digest, data_json = fields["prev_hash"], fields["hash"], fields["data_json"]
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, LedgerError) as e:
-        raise _Undecodable(f"its stored state is not a claim event's ({type(e).__name__}: {e})") from None
-    if not (isinstance(prev_hash, str) and isinstance(digest, str) and isinstance(data_json, str)):
-        raise _Undecodable("its prev_hash, hash and data_json are not all strings")
-    return position, claim_id, version, kind, recorded_at, prev_hash, digest, data_json
-
-
 # -- Check 1 and 2: hashes, chains, Merkle root ----------------------------------------------
 
 
@@ -253,20 +161,21 @@ def _check_log(runtime: Runtime, report: VerifyReport, progress: Progress | None
             report.add(Finding("merkle", f"the projections' Merkle log cannot give its root: {e}"))
     report.merkle_checked_size = checked_size
     total = ledger.max_position()
-    plain = _plain_json(ledger)
     chains: dict[str, tuple[int, str]] = {}
     hasher = TreeHasher()
     root_at_checked = EMPTY_ROOT if checked_size == 0 else None
     sha256 = hashlib.sha256
     after = 0
-    with _scanner(ledger, snapshot=True) as scan:
-        while rows := scan(after, SCAN_BATCH):
+    decode = ledger.decode_stored
+    with scanning(ledger, snapshot=True) as scanner:
+        while rows := scanner.raw(after, SCAN_BATCH):
             for raw in rows:
                 try:
-                    position, claim_id, version, kind, recorded_at, prev_hash, stored, data_json = _decode(
-                        ledger, raw, plain
-                    )
-                except _Undecodable as problem:
+                    event = decode(*raw)
+                    position, claim_id, version, kind = event.position, event.claim_id, event.version, event.type
+                    recorded_at, prev_hash, stored = event.recorded_at, event.prev_hash, event.hash
+                    data_json = event.data_json
+                except UndecodableEvent as problem:
                     report.add(Finding("decode", f"the stored event cannot be read: {problem}",
                                        raw[1], raw[2], raw[0]))
                     hasher.append(leaf_hash(raw[4]))  # keeps later leaves in place; the root will differ
@@ -371,10 +280,10 @@ def _check_projections(runtime: Runtime, report: VerifyReport, progress: Progres
     fresh.ensure_tables()
     try:
         built = 0
-        with _scanner(runtime.ledger, snapshot=False) as scan:
+        with scanning(runtime.ledger, snapshot=False) as scanner:
             for _ in range(COMPARE_ATTEMPTS):
                 target = runtime.engine.position()
-                built = _build(runtime.ledger, fresh, scan, built, target, report, progress)
+                built = _build(runtime.ledger, fresh, scanner, built, target, report, progress)
                 with store.reading() as cur:
                     if _position(cur, LIVE) != target:
                         continue  # the live engine moved on meanwhile: build up to it and look again
@@ -405,7 +314,7 @@ def _position(cur: Cursor, prefix: str) -> int:
 
 
 def _build(
-    ledger: Ledger, fresh: ProjectionEngine, scan: Scan, after: int, target: int, report: VerifyReport,
+    ledger: Ledger, fresh: ProjectionEngine, scanner: LogScanner, after: int, target: int, report: VerifyReport,
     progress: Progress | None,
 ) -> int:
     """Apply the stored events after `after` up to `target` to the fresh tables, as the engine does.
@@ -413,17 +322,16 @@ def _build(
     Each event is also checked to carry its data in canonical form: the feed serves the
     parsed body, and an auditor's hash of it equals the stored hash only then.
     """
-    plain = _plain_json(ledger)
     while after < target:
-        raws = [raw for raw in scan(after, BUILD_BATCH) if raw[0] <= target]
+        raws = [raw for raw in scanner.raw(after, BUILD_BATCH) if raw[0] <= target]
         if not raws:
             break
         rows: list[Row] = []
         for raw in raws:
             try:
-                event = LoggedEvent(*_decode(ledger, raw, plain))
+                event = ledger.decode_stored(*raw)
                 row = row_of(event)
-            except (_Undecodable, orjson.JSONDecodeError, TypeError, AttributeError):
+            except (UndecodableEvent, orjson.JSONDecodeError, TypeError, AttributeError):
                 continue  # reported by the hash-chain check; the rebuild goes on without it
             if canonical_bytes(row.body["data"]) != event.data_json.encode():
                 report.add(Finding(
