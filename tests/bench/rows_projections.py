@@ -1,0 +1,194 @@
+"""Rows 4-5: projection rebuild (speed and peak memory) and catch-up lag under steady writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from domain.ledger import Ledger
+from domain.settings import Database
+from projections.db import ReadStore
+from projections.queries import ReadModels
+from tests.bench.context import Context
+from tests.bench.data import Dataset, size_label
+from tests.bench.harness import CouldNotRun, Figure, could_not_run, number, percentile, run_child_task
+from tests.bench.load import python_load
+
+REBUILD_GOALS = {"sqlite": 30_000, "postgres": 15_000}
+FLAT = 1.5  # peak RSS may grow at most this much from the small to the large dataset
+
+
+# Row 4.
+def rebuild(ctx: Context) -> list[Figure]:
+    """Rebuild speed on both backends at the main size; its peak RSS is kept for the large stage."""
+    figures = []
+    for backend in ("sqlite", "postgres"):
+        try:
+            figures.append(_rebuild_figure(ctx, backend, ctx.data.dataset(backend, ctx.sizes.data_events)))
+        except CouldNotRun as e:
+            figures.append(could_not_run(4, f"projection rebuild, {backend}", str(e),
+                                         goal=f">= {REBUILD_GOALS[backend]:,}/s"))
+    return figures
+
+
+def rebuild_large(ctx: Context) -> list[Figure]:
+    """The rebuild of the large SQLite dataset, and how its peak RSS compares with the small one's."""
+    small = ctx.sizes.data_events
+    name = "rebuild peak RSS, small -> large, sqlite"
+    goal = f"ratio <= {FLAT} (flat)"
+    try:
+        large = ctx.large_size()
+        figure = _rebuild_figure(ctx, "sqlite", ctx.data.dataset("sqlite", large), large=True)
+    except CouldNotRun as e:
+        return [could_not_run(4, "projection rebuild, sqlite, large", str(e), goal=f">= {REBUILD_GOALS['sqlite']:,}/s"),
+                could_not_run(4, name, str(e), goal=goal)]
+    figures = [figure]
+    if "small" not in ctx.peak_rss:
+        return [*figures, could_not_run(4, name, "the rebuild at the main size did not run", goal=goal)]
+    growth = ctx.peak_rss["large"] / ctx.peak_rss["small"]
+    small_events = ctx.data.dataset("sqlite", small).events
+    large_events = ctx.data.dataset("sqlite", large).events
+    figures.append(Figure(
+        4, name, data=f"{small_events:,} -> {large_events:,} events", ours=ctx.peak_rss["large"], unit="MiB",
+        baseline=ctx.peak_rss["small"], baseline_name=f"the same rebuild at {size_label(small)}",
+        goal=goal, met=growth <= FLAT,
+        notes=f"{_quick_note(ctx)}{ctx.large_note}VmHWM of the rebuild process (its ru_maxrss would include "
+        "the benchmark's own, inherited across fork)",
+    ))
+    return figures
+
+
+def _quick_note(ctx: Context) -> str:
+    return "quick: smaller sizes than the full run's 100k and 1M; " if ctx.quick else ""
+
+
+def _rebuild_figure(ctx: Context, backend: str, dataset: Dataset, large: bool = False) -> Figure:
+    rate, scan_rate, peak, scan_peak = _rebuild(ctx, dataset)
+    if backend == "sqlite":
+        ctx.peak_rss["large" if large else "small"] = peak
+        if not large:
+            ctx.rates["rebuild"] = rate
+    return Figure(
+        4, f"projection rebuild, {backend}" + (", large" if large else ""), data=dataset.describe(), ours=rate,
+        unit="events/s", baseline=scan_rate, baseline_name="raw scan of the notification log",
+        goal=f">= {REBUILD_GOALS[backend]:,}/s", met=rate >= REBUILD_GOALS[backend],
+        notes=f"{_quick_note(ctx)}{ctx.large_note if large else ''}`ProjectionEngine.rebuild` in a subprocess; "
+        f"peak RSS {peak:.0f} MiB (raw scan {scan_peak:.0f} MiB)",
+    )
+
+
+def _rebuild(ctx: Context, dataset: Dataset) -> tuple[float, float, float, float]:
+    scan, scan_proc = run_child_task("scan", dataset.url, cwd=ctx.stores.dir)
+    built, built_proc = run_child_task("rebuild", dataset.url, cwd=ctx.stores.dir)
+    if built["events"] != dataset.events or scan["events"] != dataset.events:
+        raise CouldNotRun(
+            f"the rebuild applied {built['events']:,} and the scan read {scan['events']:,} of "
+            f"{dataset.events:,} events"
+        )
+    scan_rate = scan["events"] / scan["seconds"]
+    ctx.scans[dataset.url] = scan_rate
+    return built["events"] / built["seconds"], scan_rate, built_proc.max_rss_mib, scan_proc.max_rss_mib
+
+
+# Row 5.
+class LagObserver:
+    """Polls the log's head and the projections' position; when each position appeared in each."""
+
+    def __init__(self, url: str, interval: float = 0.002) -> None:
+        database = Database.from_url(url)
+        self.ledger = Ledger(database)
+        self.store = ReadStore(database, pool_size=1)
+        self.read = ReadModels(self.store)
+        self.interval = interval
+        self.committed: dict[int, float] = {}
+        self.visible: dict[int, float] = {}
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lag-observer", daemon=True)
+
+    def start(self) -> None:
+        self._head = self.ledger.max_position()
+        self._position = self.read.position()
+        self.started = time.perf_counter()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            head = self.ledger.max_position()
+            t1 = time.perf_counter()
+            position = self.read.position()
+            t2 = time.perf_counter()
+            for p in range(self._head + 1, head + 1):
+                self.committed[p] = (t0 + t1) / 2
+            for p in range(self._position + 1, position + 1):
+                self.visible[p] = (t1 + t2) / 2
+            self._head, self._position = max(self._head, head), max(self._position, position)
+            self.polls += 1
+            self._stop.wait(self.interval)
+
+    def stop(self) -> float:
+        """Stop polling; returns the mean time between polls (the measurement's resolution)."""
+        self._stop.set()
+        self._thread.join()
+        period = (time.perf_counter() - self.started) / max(1, self.polls)
+        self.store.close()
+        self.ledger.close()
+        return period
+
+    def lags_ms(self, after: float) -> list[float]:
+        return [
+            max(0.0, (self.visible[p] - t) * 1000) for p, t in self.committed.items()
+            if t >= after and p in self.visible
+        ]
+
+
+def catch_up_lag(ctx: Context) -> list[Figure]:
+    figures = []
+    for backend in ("postgres", "sqlite"):
+        name = f"catch-up lag p99, {backend}"
+        goal = "p99 < 100 ms"
+        try:
+            figures.append(_catch_up_lag(ctx, backend, name, goal))
+        except CouldNotRun as e:
+            figures.append(could_not_run(5, name, str(e), goal=goal))
+    return figures
+
+
+def _catch_up_lag(ctx: Context, backend: str, name: str, goal: str) -> Figure:
+    sizes = ctx.sizes
+    service = ctx.service(backend)
+    observer = LagObserver(service.dataset.url)
+    observer.start()
+    try:
+        load = python_load(
+            service.server.port, "assert", service.dataset.fixture.keys, 32, sizes.lag_seconds,
+            token=service.token, prefix=f"lag-{backend[:2]}-{ctx.stores.run_id}", rate=sizes.lag_rate,
+        )
+        result = load.wait()
+        time.sleep(1.0)  # let the last writes become visible
+    finally:
+        resolution = observer.stop()
+    result.check(name)
+    warm = observer.started + 1.5  # skip the first second and a half: connections, caches
+    lags = observer.lags_ms(after=warm)
+    unseen = sum(1 for p, t in observer.committed.items() if t >= warm and p not in observer.visible)
+    if len(lags) < 50:
+        raise CouldNotRun(f"only {len(lags)} positions were seen committed and then visible")
+    p50, p99 = percentile(lags, 50), percentile(lags, 99)
+    sustained = result.rate >= 0.9 * sizes.lag_rate
+    shortfall = "" if sustained else (
+        f"; NOT STEADY: the server took only {result.rate:,.0f} of the {sizes.lag_rate:g} writes/s asked "
+        "(requests queued behind each other)"
+    )
+    return Figure(
+        5, name,
+        data=f"{result.requests:,} assertions POSTed at {result.rate:,.0f}/s for {result.seconds:.0f} s; "
+        f"store: {service.dataset.describe()}",
+        ours=p99, unit="ms", baseline_name="- (absolute goal)", goal=goal, met=p99 < 100 and unseen == 0 and sustained,
+        lower_is_better=True,
+        notes=f"p50 {number(p50)} ms over {len(lags):,} positions; commit = first seen in the log, visible = "
+        f"projection position reached it, polled every {resolution * 1000:.1f} ms; steady {sizes.lag_rate:g}/s "
+        f"open-loop (python load generator), write p99 {number(result.p99_ms or 0)} ms"
+        + (f"; {unseen} never became visible" if unseen else "") + shortfall,
+    )
