@@ -21,6 +21,9 @@ SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,119}")
 # BCP 47, the common subset: language, optional script/region/variants.
 LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+$")
+PARTY_FIELDS = frozenset({"id", "name"})
+SOURCE_FIELDS = frozenset({"url", "outlet", "title", "published_at"})
 DATE_TIME = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
 )
@@ -113,7 +116,7 @@ def check_party(value: object, field: str, *, optional: bool = False) -> Json | 
         raise InvalidInput(f"{field} is required: an object {{\"id\": slug, \"name\": text}}", field)
     if not isinstance(value, Mapping):
         raise InvalidInput(f"{field} must be an object {{\"id\": slug, \"name\": text}}", field)
-    extra = set(value) - {"id", "name"}
+    extra = value.keys() - PARTY_FIELDS
     if extra:
         raise InvalidInput(f"{field} has unknown fields {sorted(extra)}; allowed: id, name", field)
     party_id = check_slug(value.get("id"), f"{field}.id")
@@ -126,14 +129,14 @@ def check_source(value: object, field: str) -> Json | None:
         return None
     if not isinstance(value, Mapping):
         raise InvalidInput(f"{field} must be an object with url, outlet, title, published_at", field)
-    extra = set(value) - {"url", "outlet", "title", "published_at"}
+    extra = value.keys() - SOURCE_FIELDS
     if extra:
         raise InvalidInput(
             f"{field} has unknown fields {sorted(extra)}; allowed: url, outlet, title, published_at",
             field,
         )
     url = check_text(value.get("url"), f"{field}.url", max_len=MAX_URL)
-    if url is not None and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:\S+$", url):
+    if url is not None and not ABSOLUTE_URL.match(url):
         raise InvalidInput(f"{field}.url must be an absolute URL such as https://…", field)
     published = value.get("published_at")
     return {
