@@ -61,6 +61,9 @@ class Figure:
         return self.baseline / self.ours if self.lower_is_better else self.ours / self.baseline
 
     def cells(self) -> list[str]:
+        return [" ".join(c.split()) for c in self._cells()]  # one line each, whatever errors say
+
+    def _cells(self) -> list[str]:
         if self.error is not None:
             return [f"{self.row}. {self.name}", self.data or "-", "could not run", "-", "-", self.goal or "-",
                     "-", self.error]
@@ -193,7 +196,10 @@ class Stores:
     def url(self, backend: str, label: str) -> str:
         if backend == "sqlite":
             return f"sqlite:///{self.dir / f'{label}.db'}"
-        problem = postgres_problem()
+        # Other work on this machine may restart PostgreSQL: wait a little before giving up.
+        deadline = time.monotonic() + 30
+        while (problem := postgres_problem()) is not None and time.monotonic() < deadline:
+            time.sleep(1)
         if problem is not None:
             raise CouldNotRun(problem)
         schema = f"bench_{self.run_id}_{label}".lower().replace("-", "_")
@@ -260,16 +266,21 @@ def run_measured(args: Sequence[str], env: dict[str, str], cwd: Path, timeout: f
         proc = subprocess.Popen(list(args), env=env, cwd=cwd, stdout=out, stderr=err)
         deadline = started + timeout
         peak = 0.0
-        while True:
-            peak = max(peak, peak_rss_mib(proc.pid))
-            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, _ = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.02)
+        try:
+            while True:
+                peak = max(peak, peak_rss_mib(proc.pid))
+                pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() > deadline:
+                    proc.kill()
+                    pid, status, _ = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.02)
+        except BaseException:  # the benchmark is stopping: the child must not hold its stores
+            proc.kill()
+            proc.wait()
+            raise
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -300,9 +311,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+def http_json(url: str, timeout: float = 5.0, token: str = "") -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as e:
         body = e.read()
@@ -331,6 +343,14 @@ class Server:
     def start(self, ready_path: str, timeout: float = 60.0, ready: Callable[[int, Any], bool] | None = None) -> None:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            self._wait_ready(ready_path, timeout, ready)
+        except BaseException:  # not ready, or the benchmark is stopping: no server outlives it
+            self.stop()
+            raise
+
+    def _wait_ready(self, ready_path: str, timeout: float, ready: Callable[[int, Any], bool] | None) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -344,7 +364,6 @@ class Server:
             except (OSError, ValueError) as e:
                 last = str(e)
             time.sleep(0.2)
-        self.stop()
         raise CouldNotRun(f"{self.name} was not ready within {timeout:g} s (last answer: {last})")
 
     def log_text(self) -> str:

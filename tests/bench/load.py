@@ -39,6 +39,9 @@ end
 function request()
   local target = paths[math.random(#paths)]
   if kind == "get" then
+    if token ~= "" then
+      return wrk.format("GET", target, {["Authorization"] = "Bearer " .. token})
+    end
     return wrk.format("GET", target)
   end
   sent = sent + 1
@@ -141,6 +144,10 @@ class PythonLoad:
     def wait(self) -> LoadResult:
         try:
             out, err = self.proc.communicate(timeout=self.seconds + 60)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
         finally:
             Path(self.spec_path).unlink(missing_ok=True)
         if self.proc.returncode != 0 or not out.strip():

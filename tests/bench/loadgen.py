@@ -5,7 +5,7 @@ and the open-loop generator for a steady rate, which wrk cannot do).
 
 SPEC: {"port", "connections", "seconds", "processes", "rate" (null: closed loop; else requests/s
 in total, sent on schedule whatever the answers take), "kind" ("get": GET a random one of
-"paths"; "assert": POST an assertion with a fresh act_id to a random claim key of "paths"),
+"paths", with the bearer "token" if given; "assert": POST an assertion with a fresh act_id to a random claim key of "paths"),
 "token", "prefix"}. Keep-alive connections, raw asyncio streams: little CPU per request.
 """
 
@@ -53,7 +53,8 @@ class Requests:
         self.sent += 1
         target = self.rng.choice(self.paths)
         if self.kind == "get":
-            return f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode()
+            auth = f"Authorization: Bearer {self.token}\r\n" if self.token else ""
+            return f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n{auth}\r\n".encode()
         body = assertion_body(f"{self.prefix}-{self.sent}")
         head = (
             f"POST /v1/claims/{target}/assertions HTTP/1.1\r\nHost: {self.host}\r\n"

@@ -21,15 +21,21 @@ from tests.bench.data import Dataset, size_label
 from tests.bench.harness import (
     CouldNotRun,
     Figure,
+    bare_server,
     child_env,
     claims_command,
     could_not_run,
+    http_json,
+    ledger_server,
+    make_token,
     number,
     percentile,
     run_child_task,
     run_measured,
+    start_ledger_server,
     tail,
 )
+from tests.bench.load import closed_loop
 
 
 def audit(ctx: Context) -> list[Figure]:
@@ -72,6 +78,48 @@ def audit_large(ctx: Context) -> list[Figure]:
         figures += _proofs(ctx, dataset)
     except CouldNotRun as e:
         figures.append(could_not_run(7, f"Merkle proofs at {size_label(dataset.events)} leaves", str(e)))
+    try:
+        figures += _http_proofs(ctx, dataset)
+    except CouldNotRun as e:
+        figures.append(could_not_run(7, f"Merkle proofs over HTTP at {size_label(dataset.events)} leaves", str(e)))
+    return figures
+
+
+def _http_proofs(ctx: Context, dataset: Dataset) -> list[Figure]:
+    """Proof requests to `claims serve` on the large dataset, beside the bare FastAPI endpoint."""
+    c, seconds = ctx.sizes.read_connections, ctx.sizes.read_seconds
+    needed = 3 * seconds + 30
+    if ctx.remaining() < needed:
+        raise CouldNotRun(f"about {needed:.0f} s needed, {ctx.remaining():.0f} s of the budget left")
+    n = dataset.events
+    rng = random.Random(2021)
+    mixes = {
+        "inclusion": [f"/v1/audit/proofs/inclusion?position={rng.randint(1, n)}&tree_size={n}" for _ in range(1000)],
+        "consistency": [f"/v1/audit/proofs/consistency?from_size={rng.randint(1, n - 1)}&to_size={n}"
+                        for _ in range(1000)],
+    }
+    token = make_token(dataset.url, "auditor", ctx.stores.dir)
+    with ledger_server(dataset.url, ctx.stores.dir) as server, bare_server(ctx.stores.dir) as bare:
+        start_ledger_server(server, timeout=300)
+        bare.start("/healthz")
+        baseline = closed_loop(bare.port, "get", ["/sync"], c, seconds)
+        baseline.check("bare FastAPI")
+        figures = []
+        for what, paths in mixes.items():
+            status, body = http_json(server.base + paths[0], token=token)
+            if status != 200:
+                raise CouldNotRun(f"GET {paths[0]} answered {status}: {str(body)[:200]}")
+            result = closed_loop(server.port, "get", paths, c, seconds, token=token)
+            result.check(f"{what} proofs over HTTP")
+            figures.append(Figure(
+                7, f"{what} proofs over HTTP, {size_label(n) if n % 1000 == 0 else f'{n:,}'} leaves, sqlite",
+                data=f"{result.requests:,} GETs of {len(paths):,} random proofs in {result.seconds:.0f} s, "
+                f"{c} connections; store: {dataset.describe()}",
+                ours=result.rate, unit="req/s", baseline=baseline.rate, baseline_name="bare FastAPI def endpoint",
+                notes=f"{ctx.large_note}auditor token; p50 {number(result.p50_ms or 0)} ms, "
+                f"p99 {number(result.p99_ms or 0)} ms (bare p99 {number(baseline.p99_ms or 0)} ms); "
+                f"load: {result.tool}",
+            ))
     return figures
 
 
