@@ -9,6 +9,7 @@ the ledger is left exactly as it was.
 from __future__ import annotations
 
 import difflib
+import gc
 import hashlib
 import json
 import sqlite3
@@ -84,7 +85,7 @@ class ImportReport:
 
 
 # Reading.
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FixtureLine:
     number: int
     raw: bytes
@@ -235,7 +236,7 @@ def import_fixture(
     positions: list[int] = []
     lines = read_lines(path_or_lines, name)
     try:
-        with _write_transaction(ledger) as writer:
+        with _fewer_collections(), _write_transaction(ledger) as writer:
             batch = _ImportBatch(ledger, writer)
             while True:
                 chunk, failure = _next_chunk(lines, name)
@@ -268,6 +269,22 @@ def import_fixture(
         last_position=positions[-1] if positions else None,
         seconds=time.perf_counter() - started,
     )
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often during an import.
+
+    An import allocates millions of short-lived objects while it holds thousands of
+    claims; at the default threshold the collector walks those claims over and over
+    (a fifth of the import's time). The old thresholds come back afterwards.
+    """
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def _next_chunk(
