@@ -167,6 +167,13 @@ def format_instant(moment: datetime) -> str:
     """RFC 3339 in UTC with a 'Z'; microseconds only when there are some."""
     if moment.tzinfo is None:
         raise InvalidInput("date-times must carry a UTC offset (e.g. 'Z' or '+03:00')")
+    return _instant_text(moment)
+
+
+# Keyed by the instant (equal instants in any zone are one key, with one text): an
+# event's time is formatted when it is hashed, and again whenever its body is read.
+@functools.lru_cache(maxsize=4096)
+def _instant_text(moment: datetime) -> str:
     moment = moment.astimezone(UTC)
     if moment.year >= 1000:  # isoformat is strftime's output, faster; strftime does not pad years
         return moment.replace(tzinfo=None).isoformat() + "Z"
