@@ -81,8 +81,11 @@ class Database:
             # bounds how long a write can hang on a dead server (about 10x this).
             "POSTGRES_CONNECT_TIMEOUT": os.environ.get("LEDGER_PG_CONNECT_TIMEOUT", "2"),
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
-            "POSTGRES_POOL_SIZE": os.environ.get("LEDGER_PG_POOL_SIZE", "8"),
-            "POSTGRES_MAX_OVERFLOW": os.environ.get("LEDGER_PG_MAX_OVERFLOW", "8"),
+            # The pool keeps this many connections open and opens up to the overflow more
+            # on demand: every process (API workers, projections, CLI) holds its own pool,
+            # and PostgreSQL's connection slots are shared by all of them.
+            "POSTGRES_POOL_SIZE": os.environ.get("LEDGER_PG_POOL_SIZE", "2"),
+            "POSTGRES_MAX_OVERFLOW": os.environ.get("LEDGER_PG_MAX_OVERFLOW", "6"),
             "POSTGRES_PRE_PING": "y",
         }
 

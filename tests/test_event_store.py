@@ -64,7 +64,9 @@ def test_hashes_chain_each_event_to_the_previous_one(ledger: Ledger) -> None:
     ledger.register_claim(STATEMENT, key=CLAIM_KEY)
     ledger.assert_claim(CLAIM_KEY, **elton_asserts())
     ledger.deny_claim(CLAIM_KEY, **peskov_denies())
-    events = reopen(ledger).claim_events(ledger.resolve(CLAIM_KEY))
+    fresh = reopen(ledger)
+    events = fresh.claim_events(ledger.resolve(CLAIM_KEY))
+    fresh.close()
     previous = GENESIS_HASH
     for event in events:
         body = event.body()
@@ -119,12 +121,14 @@ def test_two_writers_on_one_claim_are_retried_and_nothing_is_lost(ledger: Ledger
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
-    claim = reopen(ledger).get_claim(CLAIM_KEY)
-    assert claim.version == 1 + 4 * 15
-    assert len(claim.fold.acts) == 60
     for app in writers:
         app.close()
+    assert errors == []
+    fresh = reopen(ledger)
+    claim = fresh.get_claim(CLAIM_KEY)
+    fresh.close()
+    assert claim.version == 1 + 4 * 15
+    assert len(claim.fold.acts) == 60
 
 
 @st.composite
@@ -159,5 +163,7 @@ def test_a_stored_and_reloaded_claim_folds_to_the_same_view(sqlite_ledger: Ledge
     commands = [RecordAct.build(c.op, key, c.data) for c in commands]
     sqlite_ledger.execute(commands)
     claim: Claim = sqlite_ledger.get_claim(key)
-    stored = reopen(sqlite_ledger).claim_events(claim.id)
+    fresh = reopen(sqlite_ledger)
+    stored = fresh.claim_events(claim.id)
+    fresh.close()
     assert fold_claim([e.body() for e in stored]) == claim.fold.view()
