@@ -52,7 +52,7 @@ OP_OF_TYPE = {
 # memory between writes (others are reloaded, inside the same transaction, when a
 # later line names them again).
 FLUSH_EVERY = 2_000
-KEEP_CLAIMS = 20_000
+KEEP_CLAIMS = 2_000
 
 
 class FixtureError(LedgerError, ValueError):
