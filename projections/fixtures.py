@@ -181,7 +181,7 @@ class _ImportBatch(_Batch):
         self.writer = writer
         self.claims: OrderedDict[UUID, Claim | None] = OrderedDict()
 
-    def prefetch(self, commands: Iterable[Command]) -> None:
+    def read_ahead(self, commands: Iterable[Command]) -> None:
         wanted = {claim_id for c in commands for claim_id in _claim_ids(c) if claim_id not in self.claims}
         if wanted:
             self.read(sorted(wanted))
@@ -242,7 +242,7 @@ def import_fixture(
             batch = _ImportBatch(ledger, writer)
             while True:
                 chunk, failure = _next_chunk(lines, name)
-                batch.prefetch(command for _, command in chunk)
+                batch.read_ahead(command for _, command in chunk)
                 pending: list[Claim.Event] = []
                 for line, command in chunk:
                     outcome = batch.apply(command)
