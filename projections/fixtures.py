@@ -131,32 +131,28 @@ def command_of(line: FixtureLine) -> Command:
     fields = dict(line.fields)
     op = fields.pop("op", None)
     if op is None:
-        raise _invalid(f"op is missing; use one of {', '.join(OPS)}")
+        raise InvalidInput(f"op is missing; use one of {', '.join(OPS)}")
     if op not in OPS:
-        raise _invalid(f"unknown op {op!r:.40}; use one of {', '.join(OPS)}")
+        raise InvalidInput(f"unknown op {op!r:.40}; use one of {', '.join(OPS)}")
     recorded = fields.pop("recorded_at", None)
     recorded_at = None if recorded is None else parse_instant(recorded, "recorded_at")
     claim = fields.pop("claim", None)
     if op == "register":
         key = fields.get("key")
         if claim is not None and key is not None and claim != key:
-            raise _invalid(f"claim {claim!r:.130} and key {key!r:.130} differ; a registration names one key")
+            raise InvalidInput(f"claim {claim!r:.130} and key {key!r:.130} differ; a registration names one key")
         if claim is not None:
             fields["key"] = claim
         return RegisterClaim.build(fields, recorded_at=recorded_at)
     if claim is None:
-        raise _invalid("claim is missing: name the claim by its key (or id)")
+        raise InvalidInput("claim is missing: name the claim by its key (or id)")
     if not isinstance(claim, str):
-        raise _invalid("claim must be a string: the claim's key (or id)")
+        raise InvalidInput("claim must be a string: the claim's key (or id)")
     if fields.get("act_id") is None:
         # A stable id, so importing the same file twice records each act once.
         digest = hashlib.sha256(b"%d\n%s" % (line.number, line.raw)).hexdigest()[:12]
         fields["act_id"] = f"{op}-{digest}"
     return RecordAct.build(op, claim, fields, recorded_at=recorded_at)
-
-
-def _invalid(message: str) -> InvalidInput:
-    return InvalidInput(message)
 
 
 # Writing in one transaction.
