@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import urllib.error
 import urllib.request
 import uuid
@@ -82,6 +83,14 @@ class Figure:
 
 def could_not_run(row: int, name: str, reason: str, data: str = "", goal: str = "") -> Figure:
     return Figure(row, name, data=data, goal=goal, error=reason)
+
+
+def reason(error: Exception) -> str:
+    """Why a figure could not be measured; an unexpected error's traceback goes to stderr too."""
+    if isinstance(error, CouldNotRun):
+        return str(error)
+    traceback.print_exception(error, file=sys.stderr)
+    return f"{type(error).__name__}: {str(error).strip()}"
 
 
 def number(value: float) -> str:

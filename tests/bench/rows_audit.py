@@ -30,6 +30,7 @@ from tests.bench.harness import (
     make_token,
     number,
     percentile,
+    reason,
     run_child_task,
     run_measured,
     start_ledger_server,
@@ -45,8 +46,8 @@ def audit(ctx: Context) -> list[Figure]:
         name = f"claims verify, {backend}"
         try:
             figure = _verify(ctx, name, ctx.data.dataset(backend, ctx.sizes.data_events))
-        except CouldNotRun as e:
-            figures.append(could_not_run(7, name, str(e)))
+        except Exception as e:
+            figures.append(could_not_run(7, name, reason(e)))
             continue
         if backend == "sqlite" and figure.ours:
             ctx.rates["verify"] = figure.ours
@@ -60,8 +61,9 @@ def audit_large(ctx: Context) -> list[Figure]:
     name = "claims verify, sqlite, large"
     try:
         dataset = ctx.data.dataset("sqlite", ctx.large_size())
-    except CouldNotRun as e:
-        return [could_not_run(7, name, str(e)), could_not_run(7, "Merkle proofs, large", str(e))]
+    except Exception as e:
+        why = reason(e)
+        return [could_not_run(7, name, why), could_not_run(7, "Merkle proofs, large", why)]
     needed = dataset.events / ctx.rates.get("verify", 5_000) * 1.15 + 30  # + the proofs after it
     try:
         if needed > ctx.remaining():
@@ -72,16 +74,16 @@ def audit_large(ctx: Context) -> list[Figure]:
         figure = _verify(ctx, name, dataset)
         figure.notes = ctx.large_note + figure.notes
         figures.append(figure)
-    except CouldNotRun as e:
-        figures.append(could_not_run(7, name, str(e), data=dataset.describe()))
+    except Exception as e:
+        figures.append(could_not_run(7, name, reason(e), data=dataset.describe()))
     try:
         figures += _proofs(ctx, dataset)
-    except CouldNotRun as e:
-        figures.append(could_not_run(7, f"Merkle proofs at {size_label(dataset.events)} leaves", str(e)))
+    except Exception as e:
+        figures.append(could_not_run(7, f"Merkle proofs at {size_label(dataset.events)} leaves", reason(e)))
     try:
         figures += _http_proofs(ctx, dataset)
-    except CouldNotRun as e:
-        figures.append(could_not_run(7, f"Merkle proofs over HTTP at {size_label(dataset.events)} leaves", str(e)))
+    except Exception as e:
+        figures.append(could_not_run(7, f"Merkle proofs over HTTP at {size_label(dataset.events)} leaves", reason(e)))
     return figures
 
 

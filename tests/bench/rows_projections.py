@@ -11,7 +11,7 @@ from projections.db import ReadStore
 from projections.queries import ReadModels
 from tests.bench.context import Context
 from tests.bench.data import Dataset, size_label
-from tests.bench.harness import CouldNotRun, Figure, could_not_run, number, percentile, run_child_task
+from tests.bench.harness import CouldNotRun, Figure, could_not_run, number, percentile, reason, run_child_task
 from tests.bench.load import python_load
 
 REBUILD_GOALS = {"sqlite": 30_000, "postgres": 15_000}
@@ -25,8 +25,8 @@ def rebuild(ctx: Context) -> list[Figure]:
     for backend in ("sqlite", "postgres"):
         try:
             figures.append(_rebuild_figure(ctx, backend, ctx.data.dataset(backend, ctx.sizes.data_events)))
-        except CouldNotRun as e:
-            figures.append(could_not_run(4, f"projection rebuild, {backend}", str(e),
+        except Exception as e:
+            figures.append(could_not_run(4, f"projection rebuild, {backend}", reason(e),
                                          goal=f">= {REBUILD_GOALS[backend]:,}/s"))
     return figures
 
@@ -39,9 +39,10 @@ def rebuild_large(ctx: Context) -> list[Figure]:
     try:
         large = ctx.large_size()
         figure = _rebuild_figure(ctx, "sqlite", ctx.data.dataset("sqlite", large), large=True)
-    except CouldNotRun as e:
-        return [could_not_run(4, "projection rebuild, sqlite, large", str(e), goal=f">= {REBUILD_GOALS['sqlite']:,}/s"),
-                could_not_run(4, name, str(e), goal=goal)]
+    except Exception as e:
+        why = reason(e)
+        return [could_not_run(4, "projection rebuild, sqlite, large", why, goal=f">= {REBUILD_GOALS['sqlite']:,}/s"),
+                could_not_run(4, name, why, goal=goal)]
     figures = [figure]
     if "small" not in ctx.peak_rss:
         return [*figures, could_not_run(4, name, "the rebuild at the main size did not run", goal=goal)]
@@ -96,7 +97,8 @@ class LagObserver:
 
     def __init__(self, url: str, interval: float = 0.002) -> None:
         database = Database.from_url(url)
-        self.ledger = Ledger(database)
+        # One connection each: the servers under test need the database's connections.
+        self.ledger = Ledger(database, env={"POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"})
         self.store = ReadStore(database, pool_size=1)
         self.read = ReadModels(self.store)
         self.interval = interval
@@ -150,8 +152,8 @@ def catch_up_lag(ctx: Context) -> list[Figure]:
         goal = "p99 < 100 ms"
         try:
             figures.append(_catch_up_lag(ctx, backend, name, goal))
-        except CouldNotRun as e:
-            figures.append(could_not_run(5, name, str(e), goal=goal))
+        except Exception as e:
+            figures.append(could_not_run(5, name, reason(e), goal=goal))
     return figures
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from tests.bench.context import Context, LedgerService
-from tests.bench.harness import CouldNotRun, Figure, Server, bare_server, could_not_run, http_json, number
+from tests.bench.harness import (
+    CouldNotRun,
+    Figure,
+    Server,
+    bare_server,
+    could_not_run,
+    http_json,
+    number,
+    reason,
+)
 from tests.bench.load import LoadResult, closed_loop
 
 PLAIN_GOAL = 0.6
@@ -17,8 +26,8 @@ def reads(ctx: Context) -> list[Figure]:
     bare = bare_server(ctx.stores.dir)
     try:
         bare.start("/healthz")
-    except CouldNotRun as e:
-        return [could_not_run(6, "HTTP reads", f"the bare FastAPI baseline did not start: {e}")]
+    except Exception as e:
+        return [could_not_run(6, "HTTP reads", f"the bare FastAPI baseline did not start: {reason(e)}")]
     try:
         for backend in ("sqlite", "postgres"):
             figures += _reads(ctx, backend, bare)
@@ -33,14 +42,16 @@ def _reads(ctx: Context, backend: str, bare: Server) -> list[Figure]:
     goal = f">= {PLAIN_GOAL}x bare"
     try:
         service = ctx.service(backend)
-    except CouldNotRun as e:
-        return [could_not_run(6, n, str(e), goal=goal if i == 0 else "") for i, n in enumerate(names)]
+    except Exception as e:
+        why = reason(e)
+        return [could_not_run(6, n, why, goal=goal if i == 0 else "") for i, n in enumerate(names)]
     c, seconds = ctx.sizes.read_connections, ctx.sizes.read_seconds
     try:
         sync = _load(bare.port, ["/sync"], c, seconds, "bare FastAPI (def)")
         fast = _load(bare.port, ["/async"], c, seconds, "bare FastAPI (async def)")
-    except CouldNotRun as e:
-        return [could_not_run(6, n, f"baseline: {e}", goal=goal if i == 0 else "") for i, n in enumerate(names)]
+    except Exception as e:
+        why = f"baseline: {reason(e)}"
+        return [could_not_run(6, n, why, goal=goal if i == 0 else "") for i, n in enumerate(names)]
     fixture = service.dataset.fixture
     keys = fixture.keys[:READ_KEYS]
     mixes = [
@@ -53,8 +64,8 @@ def _reads(ctx: Context, backend: str, bare: Server) -> list[Figure]:
         try:
             _probe(service, paths[0])
             result = _load(service.server.port, paths, c, seconds, name)
-        except CouldNotRun as e:
-            figures.append(could_not_run(6, name, str(e), goal=goal if i == 0 else ""))
+        except Exception as e:
+            figures.append(could_not_run(6, name, reason(e), goal=goal if i == 0 else ""))
             continue
         figures.append(Figure(
             6, name,

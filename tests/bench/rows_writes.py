@@ -12,7 +12,7 @@ from projections.fixtures import FLUSH_EVERY
 from tests.bench.baseline import RawApp
 from tests.bench.context import Context
 from tests.bench.data import size_label
-from tests.bench.harness import CouldNotRun, Figure, could_not_run, number
+from tests.bench.harness import Figure, could_not_run, number, reason
 from tests.bench.load import closed_loop
 from tests.bench.loadgen import assertion_fields
 
@@ -28,8 +28,8 @@ def single_writes(ctx: Context) -> list[Figure]:
         name = f"single writes, Ledger, {backend}"
         try:
             figures.append(_single_writes(ctx, backend, name))
-        except CouldNotRun as e:
-            figures.append(could_not_run(1, name, str(e), goal=">= 0.9x raw"))
+        except Exception as e:
+            figures.append(could_not_run(1, name, reason(e), goal=">= 0.9x raw"))
     return figures
 
 
@@ -100,8 +100,9 @@ def http_writes(ctx: Context) -> list[Figure]:
     try:
         service = ctx.service("postgres")
         baseline = raw_single_writer(ctx, "postgres")
-    except CouldNotRun as e:
-        return [could_not_run(2, f"HTTP writes, {c} clients, postgres", str(e), goal=goal if c == 32 else "")
+    except Exception as e:
+        why = reason(e)
+        return [could_not_run(2, f"HTTP writes, {c} clients, postgres", why, goal=goal if c == 32 else "")
                 for c in ctx.sizes.http_clients]
     keys = service.dataset.fixture.keys
     for clients in ctx.sizes.http_clients:
@@ -112,8 +113,8 @@ def http_writes(ctx: Context) -> list[Figure]:
                 token=service.token, prefix=f"h{clients}-{ctx.stores.run_id}",
             )
             result.check(name)
-        except CouldNotRun as e:
-            figures.append(could_not_run(2, name, str(e), goal=goal if clients == 32 else ""))
+        except Exception as e:
+            figures.append(could_not_run(2, name, reason(e), goal=goal if clients == 32 else ""))
             continue
         rate = result.rate
         at_goal = clients == max(ctx.sizes.http_clients)
@@ -147,8 +148,8 @@ def bulk_import(ctx: Context) -> list[Figure]:
                 raw_seconds = time.perf_counter() - started
             finally:
                 raw.close()
-        except CouldNotRun as e:
-            figures.append(could_not_run(3, name, str(e), goal=goal))
+        except Exception as e:
+            figures.append(could_not_run(3, name, reason(e), goal=goal))
             continue
         ours = dataset.report.acts_per_second
         baseline = saved / raw_seconds
@@ -168,8 +169,8 @@ def bulk_import_large(ctx: Context) -> list[Figure]:
     goal = f">= {IMPORT_GOALS['sqlite']:,}/s"
     try:
         large = ctx.data.dataset("sqlite", ctx.large_size())
-    except CouldNotRun as e:
-        return [could_not_run(3, name, str(e), goal=goal)]
+    except Exception as e:
+        return [could_not_run(3, name, reason(e), goal=goal)]
     return [Figure(
         3, name, data=large.describe(), ours=large.report.acts_per_second, unit="acts/s",
         baseline_name="- (raw compared at the smaller size above)",
