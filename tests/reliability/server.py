@@ -150,3 +150,16 @@ class LedgerServer:
     def head(self) -> int:
         """The newest log position, as the server sees it."""
         return int(self.health()["projections"]["head"])
+
+
+def open_ledger_at(database_url: str, start_at: float) -> str:
+    """Open the ledger (and close it) at wall-clock time `start_at`, as every process of a
+    starting server does; "ok", or the error it met."""
+    from projections.runtime import Runtime
+
+    time.sleep(max(0.0, start_at - time.time()))
+    try:
+        Runtime.open(database_url, pool_size=1).close()
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return "ok"

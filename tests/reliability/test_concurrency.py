@@ -26,7 +26,7 @@ from tests.reliability.checks import (
     stored_events,
 )
 from tests.reliability.conftest import StartServer
-from tests.reliability.server import make_token
+from tests.reliability.server import make_token, open_ledger_at
 from tests.reliability.workload import (
     HOT_KEY,
     HOT_STATEMENT,
@@ -47,6 +47,7 @@ PROCESSES = 2
 CLIENTS_PER_PROCESS = 3
 WRITES_PER_CLIENT = 25
 READ_EVERY = 5  # every 5th acknowledged write is read back at its position
+OPENERS = 6
 
 
 def register_all_at_once(base: str, token: str) -> list[Answer]:
@@ -135,3 +136,15 @@ def test_concurrent_writers_over_http_lose_no_acknowledged_write_and_projections
     hot = httpx.get(f"{server.base}/v1/claims/{HOT_KEY}", params={"min_position": head}, timeout=10).json()
     assert hot["version"] == sum(1 for e in events if e.claim_id == claim_id_of(HOT_KEY))
     assert_projections_equal_a_fresh_rebuild(database_url, head)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_processes_opening_one_postgresql_ledger_at_the_same_moment_all_start(database_url: str) -> None:
+    """What `claims serve --workers N` (or serve and project started together) does at every
+    start: first on a new schema, then again once its tables exist."""
+    with ProcessPoolExecutor(OPENERS, mp_context=multiprocessing.get_context("spawn")) as processes:
+        for _ in ("new schema", "existing tables"):
+            start_at = time.time() + 2.0  # the first time, the processes need a moment to start
+            opened = list(processes.map(open_ledger_at, [database_url] * OPENERS, [start_at] * OPENERS))
+            assert opened == ["ok"] * OPENERS, opened
