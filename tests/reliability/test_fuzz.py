@@ -30,7 +30,7 @@ from tests.conftest import drop_schema, new_database_url
 from tests.reliability.server import LedgerServer, make_token
 
 EXAMPLES = 100
-BUDGET_SECONDS = 45.0  # for all the operations together (about 1,300 requests here)
+BUDGET_SECONDS = 36.0  # for all the operations together (about 1,000 requests here)
 PER_CASE_SECONDS = BUDGET_SECONDS / len(CASES)
 
 
