@@ -25,14 +25,14 @@ _SAFE_INT = 2**53 - 1  # JCS numbers are IEEE doubles
 def canonical_bytes(value: Any) -> bytes:
     """The RFC 8785 (JCS) encoding of a JSON value.
 
-    For plain values (see ``_plain``) orjson's key-sorted output is JCS, byte for byte:
+    For plain values (see ``is_plain``) orjson's key-sorted output is JCS, byte for byte:
     it escapes exactly ``"``, ``\\`` and U+0000-U+001F, with the same short forms and
     lowercase ``\\u00xx``, writes every other character as UTF-8, and sorts keys by code
     point, which is UTF-16 order for keys below U+D800. It is ~30x faster than the
     pure-Python ``rfc8785``, which encodes everything else (floats, big integers, other
     keys, lone surrogates) and raises its errors.
     """
-    if _plain(value):
+    if is_plain(value):
         try:
             return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:  # a lone surrogate or deep nesting: rfc8785 decides
@@ -40,23 +40,66 @@ def canonical_bytes(value: Any) -> bytes:
     return rfc8785.dumps(value)
 
 
-def _plain(value: Any) -> bool:
+def canonical_json(value: Any) -> tuple[str, bool]:
+    """``canonical_bytes(value)`` as text, and whether orjson wrote it from a plain value.
+
+    When it did, parsing the text gives back a value equal to ``value``, of the same
+    types (dicts, lists, strings, None, booleans, small integers): a caller holding
+    ``value`` need not parse the text again.
+    """
+    if is_plain(value):
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode(), True
+        except orjson.JSONEncodeError:
+            pass
+    return rfc8785.dumps(value).decode(), False
+
+
+def is_plain(value: Any) -> bool:
+    """Whether orjson's key-sorted output for ``value`` is its JCS encoding.
+
+    Plain: dicts with string keys below U+D800 (where code-point order is UTF-16
+    order), lists, strings, None, booleans and integers JCS writes exactly (|n| < 2**53),
+    all of exactly these types.
+    """
     kind = type(value)
     if kind is dict:
-        for key, item in value.items():
-            # UTF-16 order differs from code-point order only past U+D7FF.
-            if type(key) is not str or not (key.isascii() or max(key) < "\ud800"):
-                return False
-            if type(item) is not str and item is not None and not _plain(item):
-                return False
-        return True
+        return _plain_dict(value)
     if kind is list:
-        return all(type(item) is str or item is None or _plain(item) for item in value)
+        return _plain_list(value)
     if kind is str or kind is bool or value is None:
         return True
     if kind is int:
         return -_SAFE_INT <= value <= _SAFE_INT
     return False
+
+
+def _plain_dict(value: dict[Any, Any]) -> bool:
+    for key, item in value.items():
+        if type(key) is not str or not (key.isascii() or max(key) < "\ud800"):
+            return False
+        kind = type(item)
+        if kind is str or item is None:
+            continue
+        if kind is dict:
+            if not _plain_dict(item):
+                return False
+        elif not is_plain(item):
+            return False
+    return True
+
+
+def _plain_list(value: list[Any]) -> bool:
+    for item in value:
+        kind = type(item)
+        if kind is str or item is None:
+            continue
+        if kind is dict:
+            if not _plain_dict(item):
+                return False
+        elif not is_plain(item):
+            return False
+    return True
 
 
 def event_body(
