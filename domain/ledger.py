@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import orjson
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
+from eventsourcing.application import AggregateNotFoundError, Application, Cache
+from eventsourcing.persistence import IntegrityError, Notification, PersistenceError, StoredEvent
 from eventsourcing.utils import get_topic
 
 from domain.canonical import body_text
@@ -30,6 +33,8 @@ from domain.values import SLUG, claim_id_for_key, format_instant
 
 Json = dict[str, Any]
 CONFLICT_RETRIES = 20
+FOLLOW_PAGE = 1000  # log entries the claim cache reads at a time to catch up
+FOLLOW_MAX = 20_000  # further behind than this, the cache starts afresh
 
 
 class UndecodableEvent(LedgerError):
@@ -99,6 +104,8 @@ class Ledger(Application[UUID]):
             "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
         }
         super().__init__(env={**cache, **self.database.library_env(), **(env or {})})
+        self._cache_lock = threading.Lock()
+        self._followed: int | None = None  # the claim cache holds every event up to this position
 
     # One-command conveniences (tests, CLI); errors are raised.
     def register_claim(self, statement: str, key: str | None = None, **fields: Any) -> Outcome:
@@ -128,17 +135,22 @@ class Ledger(Application[UUID]):
         """
         for attempt in range(CONFLICT_RETRIES):
             batch = _Batch(self)
+            batch.prefetch(commands)
             outcomes = [batch.apply(command) for command in commands]
             touched = [claim for claim in batch.claims.values() if claim is not None and claim.pending_events]
             if not touched:
+                self._cache_claims(batch.loaded())
                 return outcomes
             try:
                 recordings = self.save(*touched)
             except IntegrityError:
+                self._forget_claims([claim.id for claim in touched])
                 time.sleep(0.001 * (attempt + 1))
                 continue
             except PersistenceError as e:
+                self._forget_claims([claim.id for claim in touched])
                 raise StoreUnavailable(f"the event store could not save: {e}") from e
+            self._cache_claims(batch.loaded())
             positions = {
                 (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
                 for r in recordings
@@ -228,6 +240,95 @@ class Ledger(Application[UUID]):
             raise UndecodableEvent("its prev_hash, hash and data_json are not all strings")
         return LoggedEvent(position, claim_id, version, kind, recorded_at, prev_hash, digest, data_json)
 
+    # The claim cache. Commands change copies of cached claims, never the cached ones; a
+    # claim goes (back) into the cache only once it matches the store. Before each batch the
+    # cache follows the log from where it last looked (one query, whoever wrote), so every
+    # cached claim holds every event up to `_followed`: no query per claim to bring it up
+    # to date. The log is in commit order on both backends (the library makes writers
+    # take turns), so nothing can appear later behind the point the cache has followed to.
+    def load_claims(self, claim_ids: Sequence[UUID]) -> dict[UUID, Claim | None]:
+        """Copies of the claims (None: no such claim), up to date with the store, for commands to change."""
+        cache = self.repository.cache
+        if cache is None or not self.repository.fastforward or self.snapshots is not None:
+            return {claim_id: self._get_or_none(claim_id) for claim_id in claim_ids}
+        if not claim_ids:
+            return {}
+        claims: dict[UUID, Claim | None] = {}
+        with self._cache_lock:
+            self._follow_log(cache)
+            for claim_id in claim_ids:
+                try:
+                    claims[claim_id] = _copy_claim(cast(Claim, cache.get(claim_id)))
+                except KeyError:  # read from the store (and cached) by the library
+                    claims[claim_id] = self._get_or_none(claim_id)
+        return claims
+
+    def _follow_log(self, cache: Cache[UUID, Any]) -> None:
+        if self._followed is None:
+            _clear(cache)
+            self._followed = self.recorder.max_notification_id() or 0
+            return
+        seen = 0
+        while True:
+            notifications = self.recorder.select_notifications(self._followed + 1, FOLLOW_PAGE)
+            for notification in notifications:
+                self._fast_forward(cache, notification)
+            if notifications:
+                self._followed = notifications[-1].id
+            seen += len(notifications)
+            if len(notifications) < FOLLOW_PAGE:
+                return
+            if seen >= FOLLOW_MAX:  # a bulk import, say: start the cache afresh
+                _clear(cache)
+                self._followed = self.recorder.max_notification_id() or 0
+                return
+
+    def _fast_forward(self, cache: Cache[UUID, Any], notification: Notification) -> None:
+        try:
+            claim = cache.get(notification.originator_id)  # type: ignore[arg-type]
+        except KeyError:
+            return
+        if notification.originator_version <= claim.version:  # this process's own write
+            return
+        try:
+            if notification.originator_version != claim.version + 1:
+                raise ValueError("a gap in the claim's versions")
+            self.mapper.to_domain_event(notification).mutate(claim)  # type: ignore[attr-defined]
+        except Exception:  # whatever it is, the store still has it: read the claim afresh
+            cache.get(notification.originator_id, evict=True)  # type: ignore[arg-type]
+
+    def _cache_claims(self, claims: Sequence[Claim]) -> None:
+        """Keep claims that match the store (committed, nothing pending) for the next commands."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        with self._cache_lock:
+            for claim in claims:
+                if claim.pending_events:
+                    continue
+                try:
+                    held = cache.get(claim.id)
+                except KeyError:
+                    held = None
+                if held is None or held.version <= claim.version:
+                    cache.put(claim.id, claim)
+
+    def _forget_claims(self, claim_ids: Sequence[UUID]) -> None:
+        """Claims another writer got to first (or a failed save): read them afresh next time."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        with self._cache_lock:
+            for claim_id in claim_ids:
+                with contextlib.suppress(KeyError):
+                    cache.get(claim_id, evict=True)
+
+    def _get_or_none(self, claim_id: UUID) -> Claim | None:
+        try:
+            return self.repository.get(claim_id)  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return None
+
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0
 
@@ -250,12 +351,28 @@ class _Batch:
         self.ledger = ledger
         self.claims: dict[UUID, Claim | None] = {}
 
+    def prefetch(self, commands: Sequence[Command]) -> None:
+        """Load every claim the commands may name at once (a ref may be an id or a key)."""
+        wanted: dict[UUID, None] = {}
+        for command in commands:
+            if isinstance(command, RegisterClaim):
+                wanted[claim_id_for_key(command.key)] = None
+                continue
+            with contextlib.suppress(ValueError):
+                wanted[UUID(command.claim)] = None
+            if SLUG.fullmatch(command.claim):
+                wanted[claim_id_for_key(command.claim)] = None
+        try:
+            self.claims.update(self.ledger.load_claims([i for i in wanted if i not in self.claims]))
+        except PersistenceError as e:
+            raise StoreUnavailable(f"the event store could not be read: {e}") from e
+
+    def loaded(self) -> list[Claim]:
+        return [claim for claim in self.claims.values() if claim is not None]
+
     def load(self, claim_id: UUID) -> Claim | None:
         if claim_id not in self.claims:
-            try:
-                self.claims[claim_id] = self.ledger.repository.get(claim_id)
-            except AggregateNotFoundError:
-                self.claims[claim_id] = None
+            self.claims.update(self.ledger.load_claims([claim_id]))
         return self.claims[claim_id]
 
     def resolve(self, ref: str) -> Claim:
@@ -311,3 +428,22 @@ class _Batch:
             claim_id=claim.id, key=claim.key, act_id=act.act_id, version=act.version,
             created=act.version > before,
         )
+
+
+def _clear(cache: Cache[UUID, Any]) -> None:
+    clear = getattr(cache, "clear", None)
+    if clear is not None:
+        clear()
+    else:
+        cache.cache.clear()
+
+
+IMMUTABLE = (UUID, datetime, int, str, bytes, bool, type(None))
+
+
+def _copy_claim(claim: Claim) -> Claim:
+    """`copy.deepcopy(claim)` that shares what cannot change (ids, times) instead of copying it."""
+    clone: Claim = object.__new__(type(claim))
+    for name, value in vars(claim).items():
+        setattr(clone, name, value if isinstance(value, IMMUTABLE) else copy.deepcopy(value))
+    return clone

@@ -1,0 +1,92 @@
+"""The writer's claim cache: it follows the log, so a batch needs no query per claim, and it is never wrong.
+
+Each `Ledger` here stands for one API process's group-commit writer; two of them on one
+store are two `claims serve --workers` processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from domain import Database, Ledger
+from domain import ledger as ledger_module
+from domain.commands import RecordAct, RegisterClaim
+from domain.errors import UnknownAct
+from tests.api import story
+from tests.conftest import drop_schema, new_database_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def two_writers(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[tuple[Ledger, Ledger]]:
+    url = new_database_url(request.param, tmp_path)  # type: ignore[arg-type]
+    first, second = Ledger(Database.from_url(url)), Ledger(Database.from_url(url))
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+        drop_schema(url)
+
+
+def act(op: str, fields: dict[str, object]) -> RecordAct:
+    return RecordAct.build(op, story.KEY, fields)
+
+
+def register(ledger: Ledger) -> None:
+    ledger.execute_one(RegisterClaim.build(story.registration()))
+
+
+def test_a_batch_sees_every_event_another_writer_stored_before_it(two_writers: tuple[Ledger, Ledger]) -> None:
+    a, b = two_writers
+    register(a)
+    a.execute_one(act("assert", story.elton_asserts()))  # the claim is now in a's cache
+    b.execute_one(act("deny", story.peskov_denies()))
+    outcome = a.execute_one(act("retract", {"retracts": "peskov-tass", "party": story.PESKOV, "act_id": "r1"}))
+    assert outcome.version == 4
+    claim = a.get_claim(story.KEY)
+    assert [claim.act(i) is not None for i in ("elton-instagram", "peskov-tass", "r1")] == [True, True, True]
+
+
+def test_a_refused_command_leaves_the_cached_claim_as_stored(two_writers: tuple[Ledger, Ledger]) -> None:
+    a, _ = two_writers
+    register(a)
+    outcomes = a.execute([
+        act("assert", story.elton_asserts()),
+        act("retract", {"retracts": "no-such-act", "party": story.ELTON, "act_id": "r1"}),
+    ])
+    assert isinstance(outcomes[1].error, UnknownAct)
+    a.execute([act("assert", story.elton_asserts(act_id="second")),
+               act("retract", {"retracts": "no-such-act", "party": story.ELTON, "act_id": "r2"})])
+    third = a.execute_one(act("deny", story.peskov_denies()))
+    assert third.version == 4  # registered, two assertions, this denial: nothing of the refused ones
+
+
+def test_a_stale_cached_claim_costs_a_retry_and_loses_no_command(
+    two_writers: tuple[Ledger, Ledger], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = two_writers
+    register(a)
+    a.execute_one(act("assert", story.elton_asserts()))
+    b.execute_one(act("deny", story.peskov_denies()))
+    followed = a._followed
+    monkeypatch.setattr(a, "_follow_log", lambda cache: None)  # a misses b's denial: its copy is stale
+    outcome = a.execute_one(act("assert", story.elton_asserts(act_id="again")))
+    assert outcome.version == 4  # the save conflicted, the claim was read afresh, the command applied
+    assert a._followed == followed
+    monkeypatch.undo()
+    assert a.execute_one(act("assert", story.elton_asserts(act_id="third"))).version == 5
+
+
+def test_a_cache_far_behind_the_log_starts_afresh(
+    two_writers: tuple[Ledger, Ledger], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = two_writers
+    monkeypatch.setattr(ledger_module, "FOLLOW_PAGE", 2)
+    monkeypatch.setattr(ledger_module, "FOLLOW_MAX", 4)
+    register(a)
+    a.execute_one(act("assert", story.elton_asserts()))
+    b.execute([act("assert", story.elton_asserts(act_id=f"b-{i}")) for i in range(9)])
+    assert a.execute_one(act("deny", story.peskov_denies())).version == 12
+    assert b.execute_one(act("assert", story.elton_asserts(act_id="last"))).version == 13
