@@ -76,6 +76,10 @@ def said_instant(data: Json, recorded_at: str) -> datetime:
 class ClaimFold:
     """Folds one claim's event bodies, in version order, into its current view."""
 
+    # Each act's data is kept for the aggregate's idempotent-retry check; a read model
+    # folding millions of acts has no use for it.
+    keeps_data = True
+
     def __init__(self) -> None:
         self.claim_id: str | None = None
         self.key: str | None = None
@@ -120,18 +124,19 @@ class ClaimFold:
         if kind not in COUNTED:
             return
         self.counts[COUNTED[kind]] += 1
+        kept = data if self.keeps_data else {}
         act_id = data.get("act_id") or f"v{body['version']}"
         if kind in STANCE_OF_TYPE:
             act = ActState(
                 act_id, kind, body["version"], data.get("party"),
                 data.get("on_behalf_of") or data.get("party"), data.get("said_at"),
-                (said_instant(data, body["recorded_at"]), body["version"]), data=data,
+                (said_instant(data, body["recorded_at"]), body["version"]), data=kept,
             )
         elif kind == "Retracted":
             act = ActState(
                 act_id, kind, body["version"], data.get("party"), data.get("party"),
                 data.get("said_at"), (said_instant(data, body["recorded_at"]), body["version"]),
-                target=data.get("retracts"), data=data,
+                target=data.get("retracts"), data=kept,
             )
             target = self.acts.get(act.target or "")
             if target is not None and target.is_stance and not target.retracted_by and not target.voided_by:
@@ -139,7 +144,7 @@ class ClaimFold:
         else:  # ActVoided
             act = ActState(
                 act_id, kind, body["version"], None, None, None,
-                (instant_of(body["recorded_at"]), body["version"]), target=data.get("voids"), data=data,
+                (instant_of(body["recorded_at"]), body["version"]), target=data.get("voids"), data=kept,
             )
             target = self.acts.get(act.target or "")
             if target is not None and not target.voided_by and target.type != "ActVoided":
