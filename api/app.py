@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import problems
 from api.auth import TokenStore
 from api.idempotency import IdempotencyStore
+from api.lookups import Lookups
 from api.metrics import ApiMetrics
 from api.routes import acts, audit, claims, events, health, parties
 from api.routes.deps import ApiSettings, Services, read_access
@@ -54,7 +55,8 @@ def open_services(
 ) -> Services:
     rt = runtime or Runtime.open(url, pool_size=settings.threads + 2)
     try:
-        tokens = TokenStore(rt.store)
+        lookups = Lookups(rt.database, settings.threads)
+        tokens = TokenStore(rt.store, lookups)
         tokens.ensure_table()
         idempotency = IdempotencyStore(rt.store)
         idempotency.ensure_table()
@@ -67,7 +69,7 @@ def open_services(
         if runtime is None:
             rt.close()
         raise
-    return Services(rt, settings, writer, tokens, idempotency, metrics, run_projections, engine_thread)
+    return Services(rt, settings, writer, tokens, idempotency, metrics, run_projections, lookups, engine_thread)
 
 
 def close_services(services: Services, *, owns_runtime: bool) -> None:
@@ -94,6 +96,7 @@ def create_app(
         try:
             yield
         finally:
+            await services.lookups.aclose()
             await anyio.to_thread.run_sync(lambda: close_services(services, owns_runtime=runtime is None))
             del app.state.services
 

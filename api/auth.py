@@ -12,7 +12,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
+import anyio.to_thread
+
+from api.lookups import Lookups
 from api.problems import Problem
 from domain.errors import InvalidInput
 from domain.values import format_instant
@@ -67,10 +71,14 @@ def token_hash(token: str) -> str:
 
 
 class TokenStore:
-    """The `api_tokens` table in the ledger's database."""
+    """The `api_tokens` table in the ledger's database.
 
-    def __init__(self, store: ReadStore) -> None:
+    With `lookups`, a request's token is looked up in one statement (see api/lookups.py).
+    """
+
+    def __init__(self, store: ReadStore, lookups: Lookups | None = None) -> None:
         self.store = store
+        self.lookups = lookups
 
     def ensure_table(self) -> None:
         with self.store.transaction() as cur:
@@ -120,12 +128,24 @@ class TokenStore:
         """The principal of an active token, else None."""
         digest = token_hash(token)
         with self.store.reading() as cur:
-            row = cur.execute(
-                f"SELECT id, token_hash, role, label, revoked_at FROM {TABLE} WHERE token_hash = ?", (digest,)
-            ).fetchone()
-        if row is None or not hmac.compare_digest(str(row[1]), digest) or row[4] is not None:
-            return None
-        return Principal(token_id=str(row[0]), role=Role(row[2]), label=row[3])
+            row = cur.execute(AUTHENTICATE_SQL, (digest,)).fetchone()
+        return _principal(row, digest)
+
+    async def authenticate_async(self, token: str) -> Principal | None:
+        """`authenticate` for the event loop: one statement through `lookups`."""
+        if self.lookups is None:
+            return await anyio.to_thread.run_sync(self.authenticate, token)
+        digest = token_hash(token)
+        return _principal(await self.lookups.one(AUTHENTICATE_SQL, (digest,)), digest)
+
+
+AUTHENTICATE_SQL = f"SELECT id, token_hash, role, label, revoked_at FROM {TABLE} WHERE token_hash = ?"
+
+
+def _principal(row: tuple[Any, ...] | None, digest: str) -> Principal | None:
+    if row is None or not hmac.compare_digest(str(row[1]), digest) or row[4] is not None:
+        return None
+    return Principal(token_id=str(row[0]), role=Role(row[2]), label=row[3])
 
 
 def _role(value: Role | str) -> Role:
@@ -145,15 +165,23 @@ def unauthorized(detail: str, *, token_given: bool) -> Problem:
                    headers={"WWW-Authenticate": challenge})
 
 
-def principal_from_header(tokens: TokenStore, authorization: str | None) -> Principal | None:
+async def principal_from_header(tokens: TokenStore, authorization: str | None) -> Principal | None:
     """The caller named by an Authorization header; None without one; 401 for a bad one."""
     if authorization is None:
         return None
+    return _known(await tokens.authenticate_async(bearer_token(authorization)))
+
+
+def bearer_token(authorization: str) -> str:
+    """The token of an Authorization header; 401 when it is not 'Bearer <token>'."""
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise unauthorized("send the token as 'Authorization: Bearer <token>'", token_given=True)
-    principal = tokens.authenticate(token)
+    return token
+
+
+def _known(principal: Principal | None) -> Principal:
     if principal is None:
         raise unauthorized(
             "the bearer token is unknown or revoked; make one with `claims token create --role R`",

@@ -8,6 +8,7 @@ future with its own outcome after the commit. Nothing is acknowledged before com
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -52,14 +53,20 @@ class GroupWriter:
         try:
             outcome = future.result(timeout)
         except TimeoutError:
-            if future.cancel():
-                raise StoreUnavailable(
-                    f"the ledger did not take the write within {timeout:g} s; nothing was written, retry"
-                ) from None
-            raise StoreUnavailable(
-                f"the write did not finish within {timeout:g} s and may or may not be recorded; retry it "
-                "with the same Idempotency-Key or act_id, which makes the retry safe"
-            ) from None
+            raise _timed_out(future, timeout) from None
+        return outcome.unwrap()
+
+    async def execute_async(self, command: Command, timeout: float) -> Outcome:
+        """`execute` for the event loop: the request waits without holding a thread.
+
+        Cancelling the caller does not cancel a write the writer has taken (as with
+        `execute`, whose thread would go on waiting).
+        """
+        future = self.submit(command)
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+        except TimeoutError:
+            raise _timed_out(future, timeout) from None
         return outcome.unwrap()
 
     # Writer side.
@@ -143,3 +150,14 @@ class GroupWriter:
                 self.on_commit(outcomes)
             except Exception:
                 log.exception("the on_commit hook failed")
+
+
+def _timed_out(future: Future[Outcome], timeout: float) -> StoreUnavailable:
+    if future.cancel():
+        return StoreUnavailable(
+            f"the ledger did not take the write within {timeout:g} s; nothing was written, retry"
+        )
+    return StoreUnavailable(
+        f"the write did not finish within {timeout:g} s and may or may not be recorded; retry it "
+        "with the same Idempotency-Key or act_id, which makes the retry safe"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
@@ -13,13 +14,14 @@ from api.routes.deps import (
     ClaimRef,
     IdempotencyKey,
     IfMatch,
-    ServicesDep,
     expected_version,
     idempotent_write,
     require,
+    services_of,
 )
 from api.schemas import ActWritten, RetractionBody, StanceBody, VoidBody
 from domain.commands import RecordAct
+from domain.ledger import Outcome
 
 router = APIRouter(prefix="/v1/claims/{id}", tags=["acts"])
 
@@ -33,61 +35,77 @@ Recorder = Annotated[Principal, Depends(require(Role.RECORDER))]
 Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
 
 
-def record_act(
-    op: str, ref: str, body: BaseModel, request: Request, response: Response, svc: ServicesDep,
+async def record_act(
+    op: str, ref: str, body: BaseModel, request: Request, response: Response,
     principal: Principal, idempotency_key: str | None, if_match: str | None,
 ) -> dict[str, Any]:
+    svc = services_of(request)
     fields = body.model_dump(mode="json", exclude_unset=True)
     expected = expected_version(if_match)
+
+    def answer(outcome: Outcome, position: int) -> tuple[int, dict[str, Any]]:
+        return (201 if outcome.created else 200), {
+            "act_id": outcome.act_id, "version": outcome.version, "position": position,
+        }
 
     def write(derived_act_id: str | None) -> tuple[int, dict[str, Any]]:
         act_fields = fields if fields.get("act_id") or derived_act_id is None else {**fields, "act_id": derived_act_id}
         command = RecordAct.build(op, ref, act_fields, expected_version=expected)
         outcome = svc.writer.execute(command, svc.settings.write_timeout)
         assert outcome.claim_id is not None and outcome.version is not None
-        position = outcome.position or svc.position_of(outcome.claim_id, outcome.version)
-        return (201 if outcome.created else 200), {
-            "act_id": outcome.act_id, "version": outcome.version, "position": position,
-        }
+        return answer(outcome, outcome.position or svc.position_of(outcome.claim_id, outcome.version))
 
-    status, answer, replayed = idempotent_write(request, svc, principal, idempotency_key, fields, if_match, write)
+    if idempotency_key is None:
+        # The common case waits for the group commit on the event loop, holding no thread.
+        outcome = await svc.writer.execute_async(
+            RecordAct.build(op, ref, fields, expected_version=expected), svc.settings.write_timeout
+        )
+        assert outcome.claim_id is not None and outcome.version is not None
+        position = outcome.position
+        if not position:  # an idempotent retry of an earlier write: find where it was recorded
+            position = await anyio.to_thread.run_sync(svc.position_of, outcome.claim_id, outcome.version)
+        response.status_code, result = answer(outcome, position)
+        return result
+    status, result, replayed = await anyio.to_thread.run_sync(
+        idempotent_write, request, svc, principal, idempotency_key, fields, if_match, write
+    )
     response.status_code = status
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return answer
+    return result
 
 
 @router.post("/assertions", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Record that a party asserts the claim")
-def assert_claim(
-    id: ClaimRef, body: StanceBody, request: Request, response: Response, svc: ServicesDep,
+async def assert_claim(
+    id: ClaimRef, body: StanceBody, request: Request, response: Response,
     principal: Recorder, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
 ) -> Any:
-    return record_act("assert", id, body, request, response, svc, principal, idempotency_key, if_match)
+    return await record_act("assert", id, body, request, response, principal, idempotency_key, if_match)
 
 
 @router.post("/denials", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Record that a party denies the claim")
-def deny_claim(
-    id: ClaimRef, body: StanceBody, request: Request, response: Response, svc: ServicesDep,
+async def deny_claim(
+    id: ClaimRef, body: StanceBody, request: Request, response: Response,
     principal: Recorder, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
 ) -> Any:
-    return record_act("deny", id, body, request, response, svc, principal, idempotency_key, if_match)
+    return await record_act("deny", id, body, request, response, principal, idempotency_key, if_match)
 
 
 @router.post("/retractions", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Record that a party withdraws an assertion or denial")
-def retract_act(
-    id: ClaimRef, body: RetractionBody, request: Request, response: Response, svc: ServicesDep,
+async def retract_act(
+    id: ClaimRef, body: RetractionBody, request: Request, response: Response,
     principal: Recorder, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
 ) -> Any:
-    return record_act("retract", id, body, request, response, svc, principal, idempotency_key, if_match)
+    return await record_act("retract", id, body, request, response, principal, idempotency_key, if_match)
 
 
 @router.post("/voids", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Void an act recorded in error (the party never said it)")
-def void_act(
-    id: ClaimRef, body: VoidBody, request: Request, response: Response, svc: ServicesDep,
+async def void_act(
+    id: ClaimRef, body: VoidBody, request: Request, response: Response,
     principal: Editor, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
 ) -> Any:
-    return record_act("void", id, body, request, response, svc, principal, idempotency_key, if_match)
+    return await record_act("void", id, body, request, response, principal, idempotency_key, if_match)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
+import anyio.to_thread
 from eventsourcing.persistence import PersistenceError
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import HTTPBearer
 
 from api.auth import Principal, Role, TokenStore, principal_from_header, require_role
 from api.idempotency import IdempotencyStore, check_key, derived_act_id, fingerprint
+from api.lookups import Lookups
 from api.metrics import ApiMetrics
 from api.problems import Problem
 from api.writer import GroupWriter
@@ -63,6 +65,7 @@ class Services:
     idempotency: IdempotencyStore
     metrics: ApiMetrics
     runs_projections: bool
+    lookups: Lookups
     engine_thread: threading.Thread | None = None
 
     def log_head(self) -> int:
@@ -109,11 +112,19 @@ class Services:
         return head
 
 
-def services(request: Request) -> Services:
+# Dependencies are `async def` unless they block: FastAPI runs a plain `def` dependency in
+# the thread pool, and a hop there and back costs more than most of them do. Each one is
+# also solved anew on every request (a cached one too), so the hot routes take their
+# services from the request (`services_of`) rather than from a dependency of their own.
+def services_of(request: Request) -> Services:
     found = getattr(request.app.state, "services", None)
     if not isinstance(found, Services):
         raise RuntimeError("the app's lifespan has not run: serve it with uvicorn or `with TestClient(app)`")
     return found
+
+
+async def services(request: Request) -> Services:
+    return services_of(request)
 
 
 ServicesDep = Annotated[Services, Depends(services)]
@@ -122,37 +133,40 @@ bearer = HTTPBearer(
     auto_error=False, scheme_name="bearer",
     description="A token from `claims token create --role R`.",
 )
+Bearer = Annotated[Any, Depends(bearer)]  # documents the scheme; the token is read by `principal_of`
 
 
-def caller(
-    request: Request, svc: ServicesDep, _: Annotated[Any, Depends(bearer)] = None
-) -> Principal | None:
-    """The token's principal; None without an Authorization header; 401 for a bad one."""
-    return principal_from_header(svc.tokens, request.headers.get("authorization"))
+async def principal_of(request: Request) -> Principal | None:
+    """The token's principal; None without an Authorization header; 401 for a bad one.
+
+    The token is looked up (one indexed query, on the event loop) only when one is sent.
+    """
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return None
+    return await principal_from_header(services_of(request).tokens, authorization)
 
 
-Caller = Annotated[Principal | None, Depends(caller)]
-
-
-def require(role: Role) -> Callable[..., Principal]:
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets only callers with `role` or above through."""
 
-    def dependency(principal: Caller) -> Principal:
-        return require_role(principal, role)
+    async def dependency(request: Request, _: Bearer = None) -> Principal:
+        return require_role(await principal_of(request), role)
 
     dependency.__name__ = f"require_{role.value}"
     return dependency
 
 
-def read_access(principal: Caller, svc: ServicesDep) -> Principal | None:
+async def read_access(request: Request, _: Bearer = None) -> Principal | None:
     """Reads are open unless LEDGER_READ_TOKENS_REQUIRED=1, which asks for role reader."""
-    if svc.settings.read_tokens_required:
+    principal = await principal_of(request)
+    if services_of(request).settings.read_tokens_required:
         return require_role(principal, Role.READER)
     return principal
 
 
-def consistent_read(
-    svc: ServicesDep,
+async def consistent_read(
+    request: Request,
     min_position: Annotated[int | None, Query(
         ge=0, le=2**62,
         description="Wait (at most 2 s) until projections have reached this log position, "
@@ -160,7 +174,7 @@ def consistent_read(
     )] = None,
 ) -> None:
     if min_position:
-        svc.wait_for(min_position)
+        await anyio.to_thread.run_sync(services_of(request).wait_for, min_position)
 
 
 ClaimRef = Annotated[str, Path(
