@@ -100,7 +100,12 @@ def acts_plan(
     client: str, count: int, claims: Sequence[str], *, seed: int, hot_share: float = 0.5,
     idempotency: bool = False, client_act_ids: float = 0.5, stale_if_match: float = 0.0,
 ) -> list[Write]:
-    """`count` assertions and denials by one client: about `hot_share` of them on the hot claim."""
+    """`count` assertions and denials by one client, about `hot_share` of them on the hot claim.
+
+    About `client_act_ids` of them name their act_id; the others get one from the server, or
+    from their Idempotency-Key (every write has a key with `idempotency`); `stale_if_match`
+    of them send If-Match "2", which most claims have moved past.
+    """
     rng = random.Random(seed)
     plan: list[Write] = []
     for n in range(count):
