@@ -129,6 +129,12 @@ class LagObserver:
             self.polls += 1
             self._stop.wait(self.interval)
 
+    def settle(self, timeout: float) -> None:
+        """Wait (bounded) until the projections have reached the last position seen committed."""
+        deadline = time.monotonic() + timeout
+        while self._position < self._head and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def stop(self) -> float:
         """Stop polling; returns the mean time between polls (the measurement's resolution)."""
         self._stop.set()
@@ -146,29 +152,40 @@ class LagObserver:
 
 
 def catch_up_lag(ctx: Context) -> list[Figure]:
+    """Lag at the goal's steady rate; when the server cannot take that rate, also at 60% of what it took,
+    so the projections' own lag shows apart from the queue in front of the writer."""
     figures = []
+    goal = "p99 < 100 ms"
     for backend in ("postgres", "sqlite"):
         name = f"catch-up lag p99, {backend}"
-        goal = "p99 < 100 ms"
         try:
-            figures.append(_catch_up_lag(ctx, backend, name, goal))
+            figure, taken = _catch_up_lag(ctx, backend, ctx.sizes.lag_rate)
+            figures.append(figure)
+            if taken < 0.9 * ctx.sizes.lag_rate:
+                name = f"catch-up lag p99 at a rate the server takes, {backend}"
+                figure, _ = _catch_up_lag(ctx, backend, round(0.6 * taken))
+                figure.name, figure.goal, figure.met, figure.baseline_name = name, "", None, "-"
+                figure.notes += f"; the goal applies at {ctx.sizes.lag_rate:g}/s (above)"
+                figures.append(figure)
         except Exception as e:
             figures.append(could_not_run(5, name, reason(e), goal=goal))
     return figures
 
 
-def _catch_up_lag(ctx: Context, backend: str, name: str, goal: str) -> Figure:
+def _catch_up_lag(ctx: Context, backend: str, rate: float) -> tuple[Figure, float]:
+    """The lag figure at a steady `rate` of writes, and the rate the server actually took."""
     sizes = ctx.sizes
+    name = f"catch-up lag p99, {backend}"
     service = ctx.service(backend)
     observer = LagObserver(service.dataset.url)
     observer.start()
     try:
         load = python_load(
             service.server.port, "assert", service.dataset.fixture.keys, 32, sizes.lag_seconds,
-            token=service.token, prefix=f"lag-{backend[:2]}-{ctx.stores.run_id}", rate=sizes.lag_rate,
+            token=service.token, prefix=f"lag{rate:g}-{backend[:2]}-{ctx.stores.run_id}", rate=rate,
         )
         result = load.wait()
-        time.sleep(1.0)  # let the last writes become visible
+        observer.settle(timeout=30.0)  # every committed write gets its time of becoming visible
     finally:
         resolution = observer.stop()
     result.check(name)
@@ -178,19 +195,19 @@ def _catch_up_lag(ctx: Context, backend: str, name: str, goal: str) -> Figure:
     if len(lags) < 50:
         raise CouldNotRun(f"only {len(lags)} positions were seen committed and then visible")
     p50, p99 = percentile(lags, 50), percentile(lags, 99)
-    sustained = result.rate >= 0.9 * sizes.lag_rate
+    sustained = result.rate >= 0.9 * rate
     shortfall = "" if sustained else (
-        f"; NOT STEADY: the server took only {result.rate:,.0f} of the {sizes.lag_rate:g} writes/s asked "
+        f"; NOT STEADY: the server took only {result.rate:,.0f} of the {rate:g} writes/s asked "
         "(requests queued behind each other)"
     )
     return Figure(
         5, name,
         data=f"{result.requests:,} assertions POSTed at {result.rate:,.0f}/s for {result.seconds:.0f} s; "
         f"store: {service.dataset.describe()}",
-        ours=p99, unit="ms", baseline_name="- (absolute goal)", goal=goal, met=p99 < 100 and unseen == 0 and sustained,
-        lower_is_better=True,
+        ours=p99, unit="ms", baseline_name="- (absolute goal)", goal="p99 < 100 ms",
+        met=p99 < 100 and unseen == 0 and sustained, lower_is_better=True,
         notes=f"p50 {number(p50)} ms over {len(lags):,} positions; commit = first seen in the log, visible = "
-        f"projection position reached it, polled every {resolution * 1000:.1f} ms; steady {sizes.lag_rate:g}/s "
+        f"projection position reached it, polled every {resolution * 1000:.1f} ms; steady {rate:g}/s "
         f"open-loop (python load generator), write p99 {number(result.p99_ms or 0)} ms"
-        + (f"; {unseen} never became visible" if unseen else "") + shortfall,
-    )
+        + (f"; {unseen} not visible 30 s after the load ended" if unseen else "") + shortfall,
+    ), result.rate
