@@ -34,7 +34,7 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     single_write_rounds=2, single_claims=100, round_seconds=0.6,
-    http_seconds=3, http_clients=(1, 8, 32), data_events=10_000, large_events=40_000, budget_seconds=150,
+    http_seconds=3, http_clients=(1, 8, 32), data_events=10_000, large_events=40_000, budget_seconds=170,
     lag_seconds=4, lag_rate=500, read_seconds=3, read_connections=16, proofs=200, reference_proofs=1,
 )
 

@@ -60,7 +60,8 @@ def rebuild_large(ctx: Context) -> list[Figure]:
 
 
 def _quick_note(ctx: Context) -> str:
-    return "quick: smaller sizes than the full run's 100k and 1M; " if ctx.quick else ""
+    return ("quick: smaller sizes than the full run's 100k and 1M (too small to judge flatness, which caches "
+            "reached only at larger sizes decide); " if ctx.quick else "")
 
 
 def _rebuild_figure(ctx: Context, backend: str, dataset: Dataset, large: bool = False) -> Figure:
