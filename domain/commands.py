@@ -76,7 +76,7 @@ class RecordAct:
             raise InvalidInput(f"unknown op {op!r}; use one of assert, deny, retract, void", "op")
         if not isinstance(claim, str) or not claim:
             raise InvalidInput("claim must name a claim by its id or key", "claim")
-        _reject_unknown(fields, ACT_FIELDS[op], f"an {op} act" if op == "assert" else f"a {op} act")
+        _reject_unknown(fields, ACT_FIELDS[op], op)
         act_id = fields.get("act_id")
         data: Json = {"act_id": None if act_id is None else check_slug(act_id, "act_id")}
         if op in ("assert", "deny"):
@@ -111,6 +111,11 @@ Command = RegisterClaim | RecordAct
 
 
 def _reject_unknown(fields: Mapping[str, Any], allowed: set[str], what: str) -> None:
+    """``what``: a description of the object, or the op of an act."""
+    if type(fields) is dict and allowed.issuperset(fields):  # the common case, checked first
+        return
+    if what in ACT_FIELDS:
+        what = f"an {what} act" if what == "assert" else f"a {what} act"
     if not isinstance(fields, Mapping):
         raise InvalidInput(f"{what} must be a JSON object")
     extra = set(fields) - allowed

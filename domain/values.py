@@ -6,6 +6,7 @@ event body (and therefore the same hash).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import re
@@ -27,6 +28,10 @@ SOURCE_FIELDS = frozenset({"url", "outlet", "title", "published_at"})
 DATE_TIME = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
 )
+# DATE_TIME texts that datetime.fromisoformat reads as they are (UTC, at most microseconds).
+UTC_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
+# UTC_DATE_TIME texts that are already what format_instant writes, when they are real instants.
+NORMAL_DATE_TIME = re.compile(r"[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.(?!000000)\d{6})?Z")
 
 # Claim ids are UUID v5 of the key under this fixed namespace (never change it).
 CLAIM_NAMESPACE = uuid.UUID("6f1c1f0e-4b8a-5c5e-9a3d-2f6c1e0a7b10")
@@ -69,7 +74,7 @@ def check_text(
         raise InvalidInput(f"{field} must not contain NUL characters", field)
     if len(value) > max_len:
         raise InvalidInput(f"{field} is {len(value)} characters; at most {max_len}", field)
-    if len(value.strip()) < min_len:
+    if min_len and (len(value.strip()) < min_len if min_len > 1 else not value or value.isspace()):
         raise InvalidInput(f"{field} must have at least {min_len} non-blank characters", field)
     return value
 
@@ -114,10 +119,10 @@ def check_party(value: object, field: str, *, optional: bool = False) -> Json | 
         if optional:
             return None
         raise InvalidInput(f"{field} is required: an object {{\"id\": slug, \"name\": text}}", field)
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise InvalidInput(f"{field} must be an object {{\"id\": slug, \"name\": text}}", field)
-    extra = value.keys() - PARTY_FIELDS
-    if extra:
+    if not PARTY_FIELDS.issuperset(value):
+        extra = value.keys() - PARTY_FIELDS
         raise InvalidInput(f"{field} has unknown fields {sorted(extra)}; allowed: id, name", field)
     party_id = check_slug(value.get("id"), f"{field}.id")
     name = check_text(value.get("name"), f"{field}.name", max_len=MAX_NAME, min_len=1, optional=False)
@@ -127,10 +132,10 @@ def check_party(value: object, field: str, *, optional: bool = False) -> Json | 
 def check_source(value: object, field: str) -> Json | None:
     if value is None:
         return None
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise InvalidInput(f"{field} must be an object with url, outlet, title, published_at", field)
-    extra = value.keys() - SOURCE_FIELDS
-    if extra:
+    if not SOURCE_FIELDS.issuperset(value):
+        extra = value.keys() - SOURCE_FIELDS
         raise InvalidInput(
             f"{field} has unknown fields {sorted(extra)}; allowed: url, outlet, title, published_at",
             field,
@@ -201,6 +206,9 @@ def parse_instant(value: str, field: str = "time") -> datetime:
 @functools.lru_cache(maxsize=4096)
 def _instant_from_text(value: str) -> datetime | str | None:
     """The instant; None when the text is not shaped like one; why, when it is not a real one."""
+    if UTC_DATE_TIME.fullmatch(value):  # the common shape: read as it is
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value)
     if not DATE_TIME.fullmatch(value):
         return None
     text = value.replace("z", "Z").replace("t", "T").replace(" ", "T")
@@ -221,6 +229,11 @@ def check_said_at(value: object, field: str = "said_at") -> str | None:
     """A date ('2015-09-14') or an RFC 3339 date-time, normalised; None when unknown."""
     if value is None:
         return None
+    if (  # already normal, if it is a real instant
+        isinstance(value, str) and NORMAL_DATE_TIME.fullmatch(value)
+        and isinstance(_instant_from_text(value), datetime)
+    ):
+        return value
     if isinstance(value, str) and DATE_ONLY.fullmatch(value):
         try:
             return date.fromisoformat(value).isoformat()
