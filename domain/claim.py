@@ -14,6 +14,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import JSONTranscoder
+from eventsourcing.utils import get_topic
 
 from domain.canonical import GENESIS_HASH, body_text, canonical_bytes, canonical_json, event_body, text_hash
 from domain.errors import ActIdConflict, InvalidInput, NotRetractable, NotVoidable, UnknownAct
@@ -91,8 +92,17 @@ class Claim(Aggregate):
     ) -> Claim:
         data = {"statement": statement, "key": key, "language": language, "subjects": subjects}
         when = _recorded_time(recorded_at, None)
-        hashed = _hashed(cls.Registered, claim_id, 1, when, GENESIS_HASH, data)
-        return cls._create(cls.Registered, id=claim_id, timestamp=when, **hashed)
+        if type(claim_id) is not UUID:  # the library's checks and errors
+            hashed = _hashed(cls.Registered, claim_id, 1, when, GENESIS_HASH, data)
+            return cls._create(cls.Registered, id=claim_id, timestamp=when, **hashed)
+        # What the library's _create and the created event's mutate do (see _trigger).
+        event, body = _made(cls.Registered, claim_id, str(claim_id), 1, when, GENESIS_HASH, data)
+        claim = cls.__new__(cls)
+        claim.__base_init__(claim_id, 1, when)
+        claim.__init__()  # type: ignore[misc]
+        claim.fold.apply(body)
+        claim.pending_events.append(event)
+        return claim
 
     # Reads of the folded state.
     @property
@@ -194,27 +204,43 @@ class Claim(Aggregate):
         last = self.modified_on  # the previous event's time, as parsed from its recorded_at
         when = _recorded_time(recorded_at, fold.updated_at, last if last.tzinfo is UTC else None)
         version = self.version + 1
-        recorded = format_instant(when)
-        prev_hash = fold.last_hash or GENESIS_HASH
-        data_json, plain = canonical_json(data)
-        claim_id = fold.claim_id or str(self.id)
-        digest = text_hash(body_text(
-            claim_id=claim_id, version=version, type=event_class.TYPE, recorded_at=recorded,
-            prev_hash=prev_hash, data_json=data_json,
-        ))
-        event = object.__new__(event_class)
-        object.__setattr__(event, "__dict__", {  # the dataclass's field order: the stored order
-            "originator_id": self.id, "originator_version": version, "timestamp": when,
-            "data_json": data_json, "prev_hash": prev_hash, "hash": digest,
-        })
-        fold.apply({
-            "claim_id": claim_id, "version": version, "type": event_class.TYPE, "recorded_at": recorded,
-            "prev_hash": prev_hash, "data": data if plain else event.data, "hash": digest,
-        })
+        event, body = _made(
+            event_class, self.id, fold.claim_id or str(self.id), version, when,
+            fold.last_hash or GENESIS_HASH, data,
+        )
+        fold.apply(body)
         self.version = version
         self.modified_on = when
         self.pending_events.append(event)
         return fold.acts[data["act_id"]]
+
+
+def _made(
+    event_class: type[Claim.Event], claim_id: UUID, claim_id_text: str, version: int, when: datetime,
+    prev_hash: str, data: Json,
+) -> tuple[Claim.Event, Json]:
+    """A new event, made as the library makes events it reads back, and its body with its hash.
+
+    The body's data is ``data`` itself when orjson wrote it as plain JSON (parsing its
+    text would give it back), else the data parsed from the event's text.
+    """
+    recorded = format_instant(when)
+    data_json, plain = canonical_json(data)
+    digest = text_hash(body_text(
+        claim_id=claim_id_text, version=version, type=event_class.TYPE, recorded_at=recorded,
+        prev_hash=prev_hash, data_json=data_json,
+    ))
+    event = object.__new__(event_class)
+    state: Json = {"originator_id": claim_id, "originator_version": version, "timestamp": when}
+    if issubclass(event_class, Aggregate.Created):
+        state["originator_topic"] = _CLAIM_TOPIC
+    state.update(data_json=data_json, prev_hash=prev_hash, hash=digest)  # the dataclass's field order
+    object.__setattr__(event, "__dict__", state)
+    body = {
+        "claim_id": claim_id_text, "version": version, "type": event_class.TYPE, "recorded_at": recorded,
+        "prev_hash": prev_hash, "data": data if plain else event.data, "hash": digest,
+    }
+    return event, body
 
 
 def _recorded_time(
@@ -256,6 +282,7 @@ def _hashed(
     return {"data_json": data_json, "prev_hash": prev_hash, "hash": text_hash(text)}
 
 
+_CLAIM_TOPIC = get_topic(Claim)
 _NATIVE_JSON = (str, int, float, list, tuple, dict)
 
 
