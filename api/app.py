@@ -40,6 +40,7 @@ log = logging.getLogger("claims.api")
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+LOOKUP_CONNECTIONS = 8  # PostgreSQL connections of the event loop's one-statement lookups
 
 DESCRIPTION = """An event-sourced ledger of claims: who asserted, denied and retracted what.
 
@@ -55,7 +56,7 @@ def open_services(
 ) -> Services:
     rt = runtime or Runtime.open(url, pool_size=settings.threads + 2)
     try:
-        lookups = Lookups(rt.database, settings.threads)
+        lookups = Lookups(rt.database, min(settings.threads, LOOKUP_CONNECTIONS))
         tokens = TokenStore(rt.store, lookups)
         tokens.ensure_table()
         idempotency = IdempotencyStore(rt.store)

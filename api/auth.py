@@ -78,7 +78,9 @@ class TokenStore:
 
     def __init__(self, store: ReadStore, lookups: Lookups | None = None) -> None:
         self.store = store
-        self.lookups = lookups
+        self._lookup = None if lookups is None else lookups.keyed(
+            AUTHENTICATE_SQL, AUTHENTICATE_ANY_SQL, key_column=1
+        )
 
     def ensure_table(self) -> None:
         with self.store.transaction() as cur:
@@ -133,13 +135,14 @@ class TokenStore:
 
     async def authenticate_async(self, token: str) -> Principal | None:
         """`authenticate` for the event loop: one statement through `lookups`."""
-        if self.lookups is None:
+        if self._lookup is None:
             return await anyio.to_thread.run_sync(self.authenticate, token)
         digest = token_hash(token)
-        return _principal(await self.lookups.one(AUTHENTICATE_SQL, (digest,)), digest)
+        return _principal(await self._lookup(digest), digest)
 
 
 AUTHENTICATE_SQL = f"SELECT id, token_hash, role, label, revoked_at FROM {TABLE} WHERE token_hash = ?"
+AUTHENTICATE_ANY_SQL = f"SELECT id, token_hash, role, label, revoked_at FROM {TABLE} WHERE token_hash = ANY(?)"
 
 
 def _principal(row: tuple[Any, ...] | None, digest: str) -> Principal | None:

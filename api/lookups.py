@@ -5,9 +5,12 @@ connection check, BEGIN and COMMIT around the query (four round trips to Postgre
 from the event loop, a hop to a worker thread and back, which costs more CPU than the
 lookup itself. A single indexed lookup needs neither, so these run on the event loop:
 
-- PostgreSQL: a few autocommit connections of psycopg's asyncio flavour, one round trip a
-  lookup. A statement on a connection that broke (the database restarted) is tried once
-  more on a new connection, so a restart fails no request that a check would have saved.
+- PostgreSQL: lookups that arrive while one is under way are asked together, in one
+  statement, as soon as it ends (a group commit for reads: each is asked after it
+  arrived, so it sees everything committed before, a revoked token included), on a few
+  autocommit connections of psycopg's asyncio flavour. A statement on a connection that
+  broke (the database restarted) is tried once more on a new connection, so a restart
+  fails no request that a check before each use would have saved.
 - SQLite: a point query on the loop's own connection takes microseconds; readers of a WAL
   database do not wait for writers. Should the file still be busy, the query goes to a
   worker thread that may wait (the loop never does).
@@ -16,9 +19,11 @@ lookup itself. A single indexed lookup needs neither, so these run on the event 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -47,19 +52,57 @@ class Lookups:
             f" UNION ALL SELECT view, version, 1 AS pref FROM {tables.claims} WHERE key = ?"
             " ORDER BY pref LIMIT 1"
         )
+        self.claims_sql = (
+            f"SELECT view, version, claim_id, key FROM {tables.claims} WHERE claim_id = ANY(?) OR key = ANY(?)"
+        )
+        self._claims = _Coalesced(self._claim_rows)
         self._sql: dict[str, str] = {}
         # PostgreSQL: connections made on first use, on the loop that uses them.
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._made = 0
-        self._freed: asyncio.Condition | None = None
+        self._waiters: deque[asyncio.Future[psycopg.AsyncConnection[Any] | None]] = deque()
         # SQLite: the loop's connection (no waiting), and a waiting one per worker thread.
         self._loop_conn: sqlite3.Connection | None = None
         self._local = threading.local()
 
-    async def one(self, sql: str, params: Sequence[Any]) -> Row | None:
-        """The first row of one statement (`?` placeholders on both backends)."""
+    def keyed(self, one_sql: str, many_sql: str, key_column: int) -> Callable[[str], Awaitable[Row | None]]:
+        """A lookup of the row whose `key_column` holds a key: `one_sql` takes the key (`?`),
+        `many_sql` a list of keys (`= ANY(?)`) for the lookups PostgreSQL answers together."""
         if self.backend == "sqlite":
-            return await self._sqlite_one(sql, tuple(params))
+            return lambda key: self._sqlite_one(one_sql, (key,))
+
+        async def fetch(keys: list[str]) -> dict[str, Row]:
+            return {row[key_column]: row for row in await self._pg_rows(many_sql, (keys,))}
+
+        return _Coalesced(fetch).get
+
+    async def claim_view(self, ref: str) -> tuple[bytes, int] | None:
+        """A claim's current view as stored (JSON) and its version, by id or else by key:
+        `ReadModels.claim`'s answer, without decoding the view."""
+        if "\x00" in ref:  # no id or key holds NUL (and PostgreSQL cannot even compare it)
+            return None
+        if self.backend == "sqlite":
+            row = await self._sqlite_one(self.claim_sql, (_as_id(ref), ref))
+        else:
+            row = await self._claims.get(ref)
+        if row is None:
+            return None
+        view = row[0]
+        return (view.encode() if isinstance(view, str) else bytes(view)), int(row[1])
+
+    async def _claim_rows(self, refs: list[str]) -> dict[str, Row]:
+        ids = {ref: _as_id(ref) for ref in refs}
+        rows = await self._pg_rows(self.claims_sql, ([i for i in ids.values() if i], refs))
+        by_id = {row[2]: row for row in rows}
+        by_key = {row[3]: row for row in rows}
+        found: dict[str, Row] = {}
+        for ref, as_id in ids.items():
+            row = by_id.get(as_id) or by_key.get(ref)  # the id first, as ReadModels.resolve
+            if row is not None:
+                found[ref] = row
+        return found
+
+    async def _pg_rows(self, sql: str, params: Sequence[Any]) -> list[Row]:
         statement = self._sql.get(sql)
         if statement is None:
             statement = self._sql[sql] = sql.replace("?", "%s")
@@ -67,7 +110,7 @@ class Lookups:
             conn = await self._acquire()
             try:
                 cursor = await conn.execute(statement, params, prepare=True)
-                row = await cursor.fetchone()
+                rows = await cursor.fetchall()
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:
                 await self._discard(conn)
                 if attempt:
@@ -76,24 +119,9 @@ class Lookups:
             except BaseException:
                 await self._discard(conn)
                 raise
-            await self._release(conn)
-            return None if row is None else tuple(row)
+            self._release(conn)
+            return [tuple(row) for row in rows]
         raise AssertionError("unreachable")
-
-    async def claim_view(self, ref: str) -> tuple[bytes, int] | None:
-        """A claim's current view as stored (JSON) and its version, by id or else by key:
-        `ReadModels.claim`'s answer in one statement, without decoding the view."""
-        if "\x00" in ref:  # no id or key holds NUL (and PostgreSQL cannot even compare it)
-            return None
-        try:
-            as_id = str(UUID(ref))
-        except ValueError:
-            as_id = ""  # no claim has an empty id
-        row = await self.one(self.claim_sql, (as_id, ref))
-        if row is None:
-            return None
-        view = row[0]
-        return (view.encode() if isinstance(view, str) else bytes(view)), int(row[1])
 
     async def aclose(self) -> None:
         """Close the connections (on the loop that made them)."""
@@ -105,50 +133,60 @@ class Lookups:
             self._loop_conn.close()
             self._loop_conn = None
 
-    # PostgreSQL connections.
+    # PostgreSQL connections: all used from the one event loop, so a list and a queue of
+    # waiters need no lock.
     async def _acquire(self) -> psycopg.AsyncConnection[Any]:
-        if self._freed is None:
-            self._freed = asyncio.Condition()
-        async with self._freed:
-            if not self._idle and self._made >= self.max_connections:
-                try:
-                    await asyncio.wait_for(self._freed.wait_for(lambda: bool(self._idle)), ACQUIRE_TIMEOUT_SECONDS)
-                except TimeoutError:
-                    raise StoreUnavailable(
-                        f"no database connection free within {ACQUIRE_TIMEOUT_SECONDS:g} s"
-                    ) from None
-            if self._idle:
-                return self._idle.pop()
-            self._made += 1
+        if self._idle:
+            return self._idle.pop()
+        if self._made >= self.max_connections:
+            waiter: asyncio.Future[psycopg.AsyncConnection[Any] | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                conn = await asyncio.wait_for(waiter, ACQUIRE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                raise StoreUnavailable(
+                    f"no database connection free within {ACQUIRE_TIMEOUT_SECONDS:g} s"
+                ) from None
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            if conn is not None:
+                return conn
+            # A connection was closed, which makes room for a new one.
+        self._made += 1
         try:
             return await psycopg.AsyncConnection.connect(
                 **self.database.connect_kwargs(),  # type: ignore[arg-type]
                 autocommit=True, options=f"-c search_path={self.database.schema} -c lock_timeout=5000",
             )
         except psycopg.Error as e:
-            await self._forget_one()
+            self._forget_one()
             raise StoreUnavailable(f"the read-model database is unreachable: {e}") from e
         except BaseException:
-            await self._forget_one()
+            self._forget_one()
             raise
 
-    async def _release(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        assert self._freed is not None
-        async with self._freed:
-            self._idle.append(conn)
-            self._freed.notify()
+    def _release(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._idle.append(conn)
 
     async def _discard(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:
             await conn.close()
         finally:
-            await self._forget_one()
+            self._forget_one()
 
-    async def _forget_one(self) -> None:
-        assert self._freed is not None
-        async with self._freed:
-            self._made -= 1
-            self._freed.notify()
+    def _forget_one(self) -> None:
+        self._made -= 1
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # it may make a connection of its own
+                return
 
     # SQLite.
     async def _sqlite_one(self, sql: str, params: tuple[Any, ...]) -> Row | None:
@@ -175,3 +213,55 @@ class Lookups:
                                check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         return conn
+
+
+def _as_id(ref: str) -> str:
+    """The claim id a ref names if it is a UUID ("" matches no claim)."""
+    try:
+        return str(UUID(ref))
+    except ValueError:
+        return ""
+
+
+Fetch = Callable[[list[str]], Awaitable[dict[str, Row]]]
+
+
+class _Coalesced:
+    """Lookups by key, those that arrive while one is under way asked together next.
+
+    Every lookup is asked after it arrived, so it sees whatever was committed before.
+    """
+
+    def __init__(self, fetch: Fetch) -> None:
+        self.fetch = fetch
+        self._pending: dict[str, list[asyncio.Future[Row | None]]] = {}
+        self._running: asyncio.Task[None] | None = None
+
+    async def get(self, key: str) -> Row | None:
+        future: asyncio.Future[Row | None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(key, []).append(future)
+        if self._running is None:
+            self._running = asyncio.get_running_loop().create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                asked, self._pending = self._pending, {}
+                try:
+                    found = await self.fetch(list(asked))
+                except BaseException as e:
+                    for futures in asked.values():
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(e)
+                    if not isinstance(e, Exception):
+                        raise
+                    continue
+                for key, futures in asked.items():
+                    row = found.get(key)
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(row)
+        finally:
+            self._running = None

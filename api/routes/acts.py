@@ -8,22 +8,25 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
-from api.auth import Principal, Role
+from api.auth import Principal, Role, require_role
 from api.problems import problem_responses
 from api.routes.deps import (
     ClaimRef,
     IdempotencyKey,
     IfMatch,
+    Services,
     expected_version,
     idempotent_write,
+    principal_of,
     require,
     services_of,
 )
+from api.routes.fast import FastHandler, FastRoute, claim_ref, fast_path, json_body, json_response
 from api.schemas import ActWritten, RetractionBody, StanceBody, VoidBody
 from domain.commands import RecordAct
 from domain.ledger import Outcome
 
-router = APIRouter(prefix="/v1/claims/{id}", tags=["acts"])
+router = APIRouter(prefix="/v1/claims/{id}", tags=["acts"], route_class=FastRoute)
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ActWritten, "description": "The same act (same act_id and content) was recorded before; "
@@ -35,6 +38,26 @@ Recorder = Annotated[Principal, Depends(require(Role.RECORDER))]
 Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
 
 
+def answer(outcome: Outcome, position: int) -> tuple[int, dict[str, Any]]:
+    return (201 if outcome.created else 200), {
+        "act_id": outcome.act_id, "version": outcome.version, "position": position,
+    }
+
+
+async def record_now(
+    svc: Services, op: str, ref: str, fields: dict[str, Any], expected: int | None,
+) -> tuple[int, dict[str, Any]]:
+    """Record an act (no Idempotency-Key): (status, answer). The request waits for the
+    group commit on the event loop, holding no thread."""
+    command = RecordAct.build(op, ref, fields, expected_version=expected)
+    outcome = await svc.writer.execute_async(command, svc.settings.write_timeout)
+    assert outcome.claim_id is not None and outcome.version is not None
+    position = outcome.position
+    if not position:  # an idempotent retry of an earlier write: find where it was recorded
+        position = await anyio.to_thread.run_sync(svc.position_of, outcome.claim_id, outcome.version)
+    return answer(outcome, position)
+
+
 async def record_act(
     op: str, ref: str, body: BaseModel, request: Request, response: Response,
     principal: Principal, idempotency_key: str | None, if_match: str | None,
@@ -42,11 +65,9 @@ async def record_act(
     svc = services_of(request)
     fields = body.model_dump(mode="json", exclude_unset=True)
     expected = expected_version(if_match)
-
-    def answer(outcome: Outcome, position: int) -> tuple[int, dict[str, Any]]:
-        return (201 if outcome.created else 200), {
-            "act_id": outcome.act_id, "version": outcome.version, "position": position,
-        }
+    if idempotency_key is None:
+        response.status_code, result = await record_now(svc, op, ref, fields, expected)
+        return result
 
     def write(derived_act_id: str | None) -> tuple[int, dict[str, Any]]:
         act_fields = fields if fields.get("act_id") or derived_act_id is None else {**fields, "act_id": derived_act_id}
@@ -55,17 +76,6 @@ async def record_act(
         assert outcome.claim_id is not None and outcome.version is not None
         return answer(outcome, outcome.position or svc.position_of(outcome.claim_id, outcome.version))
 
-    if idempotency_key is None:
-        # The common case waits for the group commit on the event loop, holding no thread.
-        outcome = await svc.writer.execute_async(
-            RecordAct.build(op, ref, fields, expected_version=expected), svc.settings.write_timeout
-        )
-        assert outcome.claim_id is not None and outcome.version is not None
-        position = outcome.position
-        if not position:  # an idempotent retry of an earlier write: find where it was recorded
-            position = await anyio.to_thread.run_sync(svc.position_of, outcome.claim_id, outcome.version)
-        response.status_code, result = answer(outcome, position)
-        return result
     status, result, replayed = await anyio.to_thread.run_sync(
         idempotent_write, request, svc, principal, idempotency_key, fields, if_match, write
     )
@@ -75,8 +85,28 @@ async def record_act(
     return result
 
 
+def fast_act(op: str, body_model: type[BaseModel], role: Role) -> FastHandler:
+    """The route without Idempotency-Key and If-Match, for a valid body (see routes/fast.py)."""
+
+    async def handler(request: Request) -> Response | None:
+        if "idempotency-key" in request.headers or "if-match" in request.headers:
+            return None
+        ref = claim_ref(request)
+        body = None if ref is None else await json_body(request, body_model)
+        if ref is None or body is None:
+            return None
+        require_role(await principal_of(request), role)  # raises as the route's own dependency does
+        status, result = await record_now(
+            services_of(request), op, ref, body.model_dump(mode="json", exclude_unset=True), None
+        )
+        return json_response(result, status)
+
+    return handler
+
+
 @router.post("/assertions", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Record that a party asserts the claim")
+@fast_path(fast_act("assert", StanceBody, Role.RECORDER))
 async def assert_claim(
     id: ClaimRef, body: StanceBody, request: Request, response: Response,
     principal: Recorder, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
@@ -86,6 +116,7 @@ async def assert_claim(
 
 @router.post("/denials", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Record that a party denies the claim")
+@fast_path(fast_act("deny", StanceBody, Role.RECORDER))
 async def deny_claim(
     id: ClaimRef, body: StanceBody, request: Request, response: Response,
     principal: Recorder, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
@@ -95,6 +126,7 @@ async def deny_claim(
 
 @router.post("/retractions", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Record that a party withdraws an assertion or denial")
+@fast_path(fast_act("retract", RetractionBody, Role.RECORDER))
 async def retract_act(
     id: ClaimRef, body: RetractionBody, request: Request, response: Response,
     principal: Recorder, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
@@ -104,6 +136,7 @@ async def retract_act(
 
 @router.post("/voids", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Void an act recorded in error (the party never said it)")
+@fast_path(fast_act("void", VoidBody, Role.EDITOR))
 async def void_act(
     id: ClaimRef, body: VoidBody, request: Request, response: Response,
     principal: Editor, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,

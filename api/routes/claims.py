@@ -14,6 +14,7 @@ from api.problems import problem_responses
 from api.routes.deps import (
     ClaimRef,
     IdempotencyKey,
+    Services,
     ServicesDep,
     consistent_read,
     idempotent_write,
@@ -21,6 +22,7 @@ from api.routes.deps import (
     require,
     services_of,
 )
+from api.routes.fast import FastRoute, claim_ref, fast_path
 from api.schemas import SLUG_PATTERN, ClaimHistory, ClaimPage, ClaimView, ClaimWritten, RegisterClaimBody
 from domain.commands import RegisterClaim
 from domain.errors import UnknownClaim
@@ -28,7 +30,7 @@ from domain.fold import ClaimStatus
 from domain.ledger import Outcome
 from domain.values import parse_as_of
 
-router = APIRouter(prefix="/v1/claims", tags=["claims"])
+router = APIRouter(prefix="/v1/claims", tags=["claims"], route_class=FastRoute)
 
 READ_PROBLEMS = problem_responses(401, 403, 404, 422, 503)
 AS_OF = (
@@ -162,24 +164,44 @@ def list_claims(
     return {"items": items, "next_cursor": next_cursor}
 
 
+async def current_claim(svc: Services, ref: str, if_none_match: str | None) -> Response | None:
+    """A claim as it is now (200, or 304 for a matching If-None-Match); None when unknown.
+
+    The view as the projections stored it is the answer: one lookup, no decoding, no
+    re-encoding (it was written from the same fields, in the same order as ClaimView).
+    """
+    found = await svc.lookups.claim_view(ref)
+    if found is None:
+        return None
+    body, version = found
+    etag = f'"{version}"'
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
+
+
+async def fast_get_claim(request: Request) -> Response | None:
+    """The route without query parameters, for a known claim (see routes/fast.py)."""
+    ref = claim_ref(request)
+    if ref is None or request.scope.get("query_string"):
+        return None
+    await read_access(request)  # raises as the route's own dependency does
+    return await current_claim(services_of(request), ref, request.headers.get("if-none-match"))
+
+
 @router.get(
     "/{id}", response_model=ClaimView, summary="A claim: status, stances, counts — now or at a past moment",
     dependencies=[Depends(read_access), Depends(consistent_read)],
     responses={304: {"description": "If-None-Match named the current ETag."}, **READ_PROBLEMS},
 )
+@fast_path(fast_get_claim)
 async def get_claim(id: ClaimRef, request: Request, response: Response, travel: TimeTravelDep) -> Any:
     svc = services_of(request)
     if travel.now:
-        # The view as the projections stored it is the answer: one lookup, no decoding,
-        # no re-encoding (it was written from the same fields, in the same order).
-        found = await svc.lookups.claim_view(id)
-        if found is None:
+        current = await current_claim(svc, id, request.headers.get("if-none-match"))
+        if current is None:
             raise not_found(svc, id, travel)
-        body, version = found
-        etag = f'"{version}"'
-        if etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers={"ETag": etag})
-        return Response(body, media_type="application/json", headers={"ETag": etag})
+        return current
     view = await anyio.to_thread.run_sync(lambda: svc.runtime.read.claim_at(id, **travel.kwargs()))
     if view is None:
         raise await anyio.to_thread.run_sync(not_found, svc, id, travel)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from api.lookups import Lookups
 from api.schemas import ClaimView
 from domain.settings import Database
 from tests.api import story
@@ -53,3 +57,36 @@ def test_lookups_on_connections_a_restart_broke_are_retried_on_new_ones(proxied:
     assert api.get(f"/v1/claims/{story.KEY}").status_code == 200
     written = api.post(f"/v1/claims/{story.KEY}/assertions", story.elton_asserts())  # the token lookup too
     assert written.status_code == 201, written.text
+
+
+def test_the_fast_lane_answers_a_plain_write_exactly_as_the_full_route(api: Api) -> None:
+    api.register()
+    api.register(statement="Another proposition", key="another-claim")
+    plain = api.post(f"/v1/claims/{story.KEY}/assertions", story.elton_asserts())  # the fast lane
+    full = api.post("/v1/claims/another-claim/assertions", story.elton_asserts(),
+                    headers={"If-Match": "*"})  # the same request to the ordinary handler
+    assert plain.status_code == full.status_code == 201
+    assert plain.headers["content-type"] == full.headers["content-type"]
+    assert re.sub(rb"\d+", b"N", plain.content) == re.sub(rb"\d+", b"N", full.content)
+    retry = api.post(f"/v1/claims/{story.KEY}/assertions", story.elton_asserts())
+    assert (retry.status_code, retry.json()) == (200, plain.json())  # an idempotent retry, with its position
+
+
+def test_lookups_asked_together_each_get_their_own_answer(api: Api) -> None:
+    first = api.register()
+    uuid_key = str(uuid.uuid4())  # a key shaped like an id is found as a key
+    api.register(statement="A claim imported with a UUID for a key", key=uuid_key)
+    last = api.register(statement="A third claim", key="third-claim")
+    api.get(f"/v1/claims/{story.KEY}", min_position=last["position"])
+    refs = [story.KEY, first["id"], uuid_key, "third-claim", "no-such-claim", str(uuid.uuid4()), "x\x00y"] * 5
+    lookups = Lookups(api.services.runtime.database, 2)
+
+    async def ask() -> list[tuple[bytes, int] | None]:
+        try:
+            return await asyncio.gather(*(lookups.claim_view(ref) for ref in refs))
+        finally:
+            await lookups.aclose()
+
+    found = asyncio.run(ask())
+    keys = [None if f is None else json.loads(f[0])["key"] for f in found]
+    assert keys == [story.KEY, story.KEY, uuid_key, "third-claim", None, None, None] * 5
