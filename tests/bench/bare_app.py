@@ -1,7 +1,8 @@
 """The bare-FastAPI baseline: endpoints that return a constant, served like `claims serve`.
 
-`/sync` is a plain `def` endpoint run in AnyIO's thread pool with the ledger's thread
-limit (as every ledger endpoint is); `/async` skips the pool, the fastest FastAPI can go.
+`/async` is the baseline: the fastest a FastAPI endpoint can answer. `/sync` is a plain
+`def` endpoint, run in AnyIO's thread pool with the ledger's thread limit, for comparison
+with endpoints that need the pool.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from domain.errors import StoreUnavailable
 from domain.ledger import Ledger
 from domain.settings import Database
 from projections.fixtures import ImportReport, import_fixture
@@ -48,13 +49,15 @@ class Dataset:
     url: str
     fixture: Fixture
     report: ImportReport
+    attempts: int = 1  # 2 when a PostgreSQL restart broke the first import
 
     @property
     def events(self) -> int:
         return self.report.events
 
     def describe(self) -> str:
-        return f"{self.events:,} events, {self.fixture.claims:,} claims ({self.backend})"
+        retried = ", imported on the 2nd attempt after a PostgreSQL restart" if self.attempts > 1 else ""
+        return f"{self.events:,} events, {self.fixture.claims:,} claims ({self.backend}{retried})"
 
 
 class Datasets:
@@ -84,13 +87,19 @@ class Datasets:
         if found is not None:
             return found
         fixture = self.fixture(events)
-        url = self.stores.url(backend, f"data_{size_label(events)}")
-        ledger = Ledger(Database.from_url(url))
-        try:
-            report = import_fixture(ledger, fixture.path)
-        finally:
-            ledger.close()
-        dataset = Dataset(backend, url, fixture, report)
+        for attempt in (1, 2):
+            url = self.stores.url(backend, f"data_{size_label(events)}")
+            ledger = Ledger(Database.from_url(url))
+            try:
+                report = import_fixture(ledger, fixture.path)
+                break
+            except StoreUnavailable:
+                # Others on this machine restart PostgreSQL now and then; the import is atomic.
+                if attempt == 2 or backend != "postgres":
+                    raise
+            finally:
+                ledger.close()
+        dataset = Dataset(backend, url, fixture, report, attempts=attempt)
         self._datasets[(backend, events)] = dataset
         return dataset
 
