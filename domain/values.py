@@ -6,7 +6,6 @@ event body (and therefore the same hash).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import re
@@ -140,16 +139,22 @@ def check_source(value: object, field: str) -> Json | None:
             f"{field} has unknown fields {sorted(extra)}; allowed: url, outlet, title, published_at",
             field,
         )
-    url = check_text(value.get("url"), f"{field}.url", max_len=MAX_URL)
-    if url is not None and not ABSOLUTE_URL.match(url):
-        raise InvalidInput(f"{field}.url must be an absolute URL such as https://…", field)
+    # Absent fields are None, as check_text says; only present ones are checked.
+    url = value.get("url")
+    if url is not None:
+        url = check_text(url, f"{field}.url", max_len=MAX_URL)
+        if not ABSOLUTE_URL.match(url):  # type: ignore[arg-type]
+            raise InvalidInput(f"{field}.url must be an absolute URL such as https://…", field)
+    outlet = value.get("outlet")
+    if outlet is not None:
+        outlet = check_text(outlet, f"{field}.outlet", max_len=MAX_NAME)
+    title = value.get("title")
+    if title is not None:
+        title = check_text(title, f"{field}.title", max_len=MAX_NAME * 5)
     published = value.get("published_at")
-    return {
-        "url": url,
-        "outlet": check_text(value.get("outlet"), f"{field}.outlet", max_len=MAX_NAME),
-        "title": check_text(value.get("title"), f"{field}.title", max_len=MAX_NAME * 5),
-        "published_at": None if published is None else check_said_at(published, f"{field}.published_at"),
-    }
+    if published is not None:
+        published = check_said_at(published, f"{field}.published_at")
+    return {"url": url, "outlet": outlet, "title": title, "published_at": published}
 
 
 def check_sources(value: object, field: str) -> list[Json]:
@@ -210,8 +215,10 @@ def parse_instant(value: str, field: str = "time") -> datetime:
 def _instant_from_text(value: str) -> datetime | str | None:
     """The instant; None when the text is not shaped like one; why, when it is not a real one."""
     if UTC_DATE_TIME.fullmatch(value):  # the common shape: read as it is
-        with contextlib.suppress(ValueError):
+        try:
             return datetime.fromisoformat(value)
+        except ValueError:  # the general path says why
+            pass
     if not DATE_TIME.fullmatch(value):
         return None
     text = value.replace("z", "Z").replace("t", "T").replace(" ", "T")
@@ -232,19 +239,26 @@ def check_said_at(value: object, field: str = "said_at") -> str | None:
     """A date ('2015-09-14') or an RFC 3339 date-time, normalised; None when unknown."""
     if value is None:
         return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a date or an RFC 3339 date-time string", field)
+    size = len(value)  # what the patterns below can match: 20 or 27, and 10 characters
     if (  # already normal, if it is a real instant
-        isinstance(value, str) and NORMAL_DATE_TIME.fullmatch(value)
+        (size == 20 or size == 27) and NORMAL_DATE_TIME.fullmatch(value)
         and isinstance(_instant_from_text(value), datetime)
     ):
         return value
-    if isinstance(value, str) and DATE_ONLY.fullmatch(value):
+    if size == 10 and DATE_ONLY.fullmatch(value):
         try:
-            return date.fromisoformat(value).isoformat()
+            return _date_text(value)
         except ValueError as e:
             raise InvalidInput(f"{field} is not a real date: {e}", field) from None
-    if isinstance(value, str):
-        return format_instant(parse_instant(value, field))
-    raise InvalidInput(f"{field} must be a date or an RFC 3339 date-time string", field)
+    return format_instant(parse_instant(value, field))
+
+
+@functools.lru_cache(maxsize=4096)
+def _date_text(value: str) -> str:
+    """A DATE_ONLY text, normalised (sources' publication days recur from act to act)."""
+    return date.fromisoformat(value).isoformat()
 
 
 @functools.lru_cache(maxsize=65_536)
