@@ -13,7 +13,7 @@ from uuid import UUID
 
 import orjson
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import JSONTranscoder
+from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder
 from eventsourcing.utils import get_topic
 
 from domain.canonical import GENESIS_HASH, body_text, canonical_bytes, canonical_json, event_body, text_hash
@@ -298,24 +298,23 @@ class StateTranscoder(JSONTranscoder):
 
     def encode(self, obj: Any) -> bytes:
         if type(obj) is dict:
-            flat: Json = {}
+            flat: Json | None = None  # obj with its transcoded values, once there is one
             for key, value in obj.items():
-                if type(key) is not str:
-                    break
                 if type(value) is str:
-                    flat[key] = value
                     continue
                 transcoding = self.types.get(type(value))
                 if transcoding is None or isinstance(value, _NATIVE_JSON):  # json would not call it
                     break
-                encoded = transcoding.encode(value)
+                encoded = value.isoformat() if type(transcoding) is DatetimeAsISO else transcoding.encode(value)
                 if type(encoded) is not str:
                     break
+                if flat is None:
+                    flat = dict(obj)
                 flat[key] = {"_type_": transcoding.name, "_data_": encoded}
             else:
-                try:
-                    return orjson.dumps(flat)
-                except orjson.JSONEncodeError:  # a lone surrogate: the library raises its error
+                try:  # keys that are not strings raise too: json writes them its own way
+                    return orjson.dumps(obj if flat is None else flat)
+                except orjson.JSONEncodeError:  # and a lone surrogate: the library raises its error
                     pass
         return super().encode(obj)
 
