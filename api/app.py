@@ -32,6 +32,7 @@ from api.lookups import Lookups
 from api.metrics import ApiMetrics
 from api.routes import acts, audit, claims, events, health, parties
 from api.routes.deps import ApiSettings, Services, read_access
+from api.routes.fast import FastLane
 from api.schemas import ProblemDetail
 from api.writer import GroupWriter
 from projections.runtime import Runtime
@@ -114,6 +115,7 @@ def create_app(
     problems.install(app)
     for module in (claims, acts, parties, events, audit, health):
         app.include_router(module.router)
+    app.add_middleware(FastLane, api=app, routes=[*claims.router.routes, *acts.router.routes])
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)  # added last: outermost
     app.openapi = lambda: openapi(app, reads_open=not settings.read_tokens_required)  # type: ignore[method-assign]

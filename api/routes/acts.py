@@ -21,12 +21,12 @@ from api.routes.deps import (
     require,
     services_of,
 )
-from api.routes.fast import FastHandler, FastRoute, claim_ref, fast_path, json_body, json_response
+from api.routes.fast import FastHandler, claim_ref, fast_path, json_body, json_response
 from api.schemas import ActWritten, RetractionBody, StanceBody, VoidBody
 from domain.commands import RecordAct
 from domain.ledger import Outcome
 
-router = APIRouter(prefix="/v1/claims/{id}", tags=["acts"], route_class=FastRoute)
+router = APIRouter(prefix="/v1/claims/{id}", tags=["acts"])
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ActWritten, "description": "The same act (same act_id and content) was recorded before; "

@@ -22,7 +22,7 @@ from api.routes.deps import (
     require,
     services_of,
 )
-from api.routes.fast import FastRoute, claim_ref, fast_path
+from api.routes.fast import claim_ref, fast_path
 from api.schemas import SLUG_PATTERN, ClaimHistory, ClaimPage, ClaimView, ClaimWritten, RegisterClaimBody
 from domain.commands import RegisterClaim
 from domain.errors import UnknownClaim
@@ -30,7 +30,7 @@ from domain.fold import ClaimStatus
 from domain.ledger import Outcome
 from domain.values import parse_as_of
 
-router = APIRouter(prefix="/v1/claims", tags=["claims"], route_class=FastRoute)
+router = APIRouter(prefix="/v1/claims", tags=["claims"])
 
 READ_PROBLEMS = problem_responses(401, 403, 404, 422, 503)
 AS_OF = (
