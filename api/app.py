@@ -10,6 +10,7 @@ projection engine thread; it stops both (and closes a Runtime it opened) on shut
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
 import uuid
@@ -166,7 +167,9 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get("x-request-id", "")
-        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        # A version-4 UUID from Python's generator: ids need not be secret, and os.urandom
+        # (uuid4) is a system call that hands the GIL to the writer thread mid-request.
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.UUID(int=random.getrandbits(128), version=4).hex
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500

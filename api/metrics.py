@@ -61,13 +61,20 @@ class ApiMetrics:
             "claims_write_batch_commands", "Commands per group-commit transaction",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500), registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.projection = ProjectionCollector(probe)
         self.registry.register(self.projection)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in METHODS else "other"
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:  # labels() validates and locks: once per method, route and status
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)), self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_commit(self, outcomes: Sequence[Outcome]) -> None:
         self.write_batch.observe(len(outcomes))

@@ -1,6 +1,6 @@
 """Group commit: one writer thread per process turns many requests into one transaction.
 
-Request threads submit commands and wait on a future. The writer takes everything
+Requests submit commands and wait on a future (a thread) or a `LoopReply` (the event loop). The writer takes everything
 queued (up to `max_batch`), runs it through `Ledger.execute` in one transaction — later
 commands see earlier ones, a broken rule fails only its own command — and answers each
 future with its own outcome after the commit. Nothing is acknowledged before commit.
@@ -9,11 +9,13 @@ future with its own outcome after the commit. Nothing is acknowledged before com
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Any, Protocol
 
 from domain.commands import Command
 from domain.errors import StoreUnavailable
@@ -21,8 +23,19 @@ from domain.ledger import Ledger, Outcome
 
 log = logging.getLogger("claims.api.writer")
 
-Pending = tuple[Command, "Future[Outcome]"]
 OnCommit = Callable[[Sequence[Outcome]], None]
+
+
+class Reply(Protocol):
+    """How the writer answers a request: a concurrent Future, or a `LoopReply`."""
+
+    def set_running_or_notify_cancel(self) -> bool: ...
+    def set_result(self, result: Outcome) -> None: ...
+    def set_exception(self, exception: BaseException | None) -> None: ...
+    def cancel(self) -> bool: ...
+
+
+Pending = tuple[Command, Reply]
 
 
 class GroupWriter:
@@ -41,10 +54,7 @@ class GroupWriter:
     # Request side.
     def submit(self, command: Command) -> Future[Outcome]:
         future: Future[Outcome] = Future()
-        with self._lock:
-            if self._closed:
-                raise StoreUnavailable("the server is shutting down and takes no more writes; retry shortly")
-            self._queue.put((command, future))
+        self._put(command, future)
         return future
 
     def execute(self, command: Command, timeout: float) -> Outcome:
@@ -62,12 +72,20 @@ class GroupWriter:
         Cancelling the caller does not cancel a write the writer has taken (as with
         `execute`, whose thread would go on waiting).
         """
-        future = self.submit(command)
+        reply = LoopReply(asyncio.get_running_loop())
+        self._put(command, reply)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+            async with asyncio.timeout(timeout):
+                outcome = await reply.future
         except TimeoutError:
-            raise _timed_out(future, timeout) from None
+            raise _timed_out(reply, timeout) from None
         return outcome.unwrap()
+
+    def _put(self, command: Command, reply: Reply) -> None:
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("the server is shutting down and takes no more writes; retry shortly")
+            self._queue.put((command, reply))
 
     # Writer side.
     def start(self) -> None:
@@ -152,7 +170,53 @@ class GroupWriter:
                 log.exception("the on_commit hook failed")
 
 
-def _timed_out(future: Future[Outcome], timeout: float) -> StoreUnavailable:
+class LoopReply:
+    """A reply to a request waiting on an event loop: the writer thread hands the outcome
+    to an asyncio future there (lighter than a concurrent Future wrapped for the loop)."""
+
+    __slots__ = ("_state", "future", "loop")
+    _states = threading.Lock()  # one for all replies: its holders never wait for anything
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Outcome] = loop.create_future()
+        self._state = "pending"
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with self._states:
+            if self._state == "cancelled":
+                return False
+            self._state = "running"
+            return True
+
+    def cancel(self) -> bool:
+        """True when the writer had not taken the command, which it now never will."""
+        with self._states:
+            if self._state == "running":
+                return False
+            self._state = "cancelled"
+            return True
+
+    def set_result(self, result: Outcome) -> None:
+        self._call(self._deliver, result, None)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._call(self._deliver, None, exception)
+
+    def _call(self, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: no one is waiting
+            self.loop.call_soon_threadsafe(*args)
+
+    def _deliver(self, result: Outcome | None, exception: BaseException | None) -> None:
+        if self.future.done():  # the request timed out or went away
+            return
+        if exception is not None:
+            self.future.set_exception(exception)
+        else:
+            self.future.set_result(result)  # type: ignore[arg-type]
+
+
+def _timed_out(future: Reply, timeout: float) -> StoreUnavailable:
     if future.cancel():
         return StoreUnavailable(
             f"the ledger did not take the write within {timeout:g} s; nothing was written, retry"
