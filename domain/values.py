@@ -186,12 +186,9 @@ def format_instant(moment: datetime) -> str:
 # event's time is formatted when it is hashed, and again whenever its body is read.
 @functools.lru_cache(maxsize=4096)
 def _instant_text(moment: datetime) -> str:
-    moment = moment.astimezone(UTC)
-    if moment.year >= 1000:  # isoformat is strftime's output, faster; strftime does not pad years
-        return moment.replace(tzinfo=None).isoformat() + "Z"
-    if moment.microsecond:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat pads the year to four digits (strftime's %Y does not below 1000) and
+    # writes microseconds only when there are some.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
 def parse_instant(value: str, field: str = "time") -> datetime:

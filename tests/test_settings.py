@@ -46,3 +46,4 @@ def test_postgres_settings_never_enable_db_functions_and_always_time_out() -> No
 def test_unusable_urls_are_refused_with_what_to_write_instead(url: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         Database.from_url(url)
+
