@@ -165,6 +165,14 @@ class ReadModels:
         self, status: str | None = None, party: str | None = None, subject: str | None = None,
         q: str | None = None, limit: int = 50, cursor: str | None = None,
     ) -> tuple[list[Json], str | None]:
+        texts, next_cursor = self.list_claims_json(status, party, subject, q, limit, cursor)
+        return [json.loads(text) for text in texts], next_cursor
+
+    def list_claims_json(
+        self, status: str | None = None, party: str | None = None, subject: str | None = None,
+        q: str | None = None, limit: int = 50, cursor: str | None = None,
+    ) -> tuple[list[str], str | None]:
+        """A page of claim views as the JSON texts stored (an API can send them as they are)."""
         t = self.tables
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}", "limit")
@@ -205,9 +213,8 @@ class ReadModels:
         )
         with self.store.reading() as cur:
             rows = cur.execute(sql, [*params, limit + 1]).fetchall()
-        items = [json.loads(view) for view, _ in rows[:limit]]
         next_cursor = encode_cursor(int(rows[limit - 1][1])) if len(rows) > limit else None
-        return items, next_cursor
+        return [str(view) for view, _ in rows[:limit]], next_cursor
 
     # Parties.
     def party(self, party_id: str) -> Json | None:
