@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import threading
 import time
@@ -105,6 +104,7 @@ class Ledger(Application[UUID]):
         }
         super().__init__(env={**cache, **self.database.library_env(), **(env or {})})
         self._cache_lock = threading.Lock()
+        self._execute_lock = threading.Lock()
         self._followed: int | None = None  # the claim cache holds every event up to this position
 
     # One-command conveniences (tests, CLI); errors are raised.
@@ -133,10 +133,18 @@ class Ledger(Application[UUID]):
         earlier ones. When another writer got to a claim first, everything is reloaded
         and applied again, so no command is lost to a race.
         """
+        with self._execute_lock:  # commands change the cached claims: one batch at a time
+            return self._execute(commands)
+
+    def _execute(self, commands: Sequence[Command]) -> list[Outcome]:
         for attempt in range(CONFLICT_RETRIES):
             batch = _Batch(self)
-            batch.prefetch(commands)
-            outcomes = [batch.apply(command) for command in commands]
+            try:
+                batch.prefetch(commands)
+                outcomes = [batch.apply(command) for command in commands]
+            except BaseException:
+                self._forget_claims(list(batch.claims))  # a half-applied command may have changed one
+                raise
             touched = [claim for claim in batch.claims.values() if claim is not None and claim.pending_events]
             if not touched:
                 self._cache_claims(batch.loaded())
@@ -147,9 +155,11 @@ class Ledger(Application[UUID]):
                 self._forget_claims([claim.id for claim in touched])
                 time.sleep(0.001 * (attempt + 1))
                 continue
-            except PersistenceError as e:
+            except BaseException as e:
                 self._forget_claims([claim.id for claim in touched])
-                raise StoreUnavailable(f"the event store could not save: {e}") from e
+                if isinstance(e, PersistenceError):
+                    raise StoreUnavailable(f"the event store could not save: {e}") from e
+                raise
             self._cache_claims(batch.loaded())
             positions = {
                 (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
@@ -181,7 +191,8 @@ class Ledger(Application[UUID]):
     def get_claim(self, ref: str, version: int | None = None) -> Claim:
         claim_id = self.resolve(ref)
         try:
-            return self.repository.get(claim_id, version=version)  # type: ignore[no-any-return]
+            with self._execute_lock:  # the library brings cached claims up to date in place
+                return self.repository.get(claim_id, version=version)  # type: ignore[no-any-return]
         except AggregateNotFoundError:
             raise UnknownClaim(f"no claim has the id or key {ref!r:.130}") from None
 
@@ -240,14 +251,17 @@ class Ledger(Application[UUID]):
             raise UndecodableEvent("its prev_hash, hash and data_json are not all strings")
         return LoggedEvent(position, claim_id, version, kind, recorded_at, prev_hash, digest, data_json)
 
-    # The claim cache. Commands change copies of cached claims, never the cached ones; a
-    # claim goes (back) into the cache only once it matches the store. Before each batch the
-    # cache follows the log from where it last looked (one query, whoever wrote), so every
-    # cached claim holds every event up to `_followed`: no query per claim to bring it up
-    # to date. The log is in commit order on both backends (the library makes writers
-    # take turns), so nothing can appear later behind the point the cache has followed to.
+    # The claim cache. Commands change the cached claims themselves, one batch at a time:
+    # copying a claim costs as much as its acts, so a long claim would still cost a write
+    # time in proportion to its history. Commands check their rules before they change
+    # anything, and a claim that a failed batch changed is dropped from the cache (read
+    # afresh next time), so the cache never holds what the store does not. Before each
+    # batch the cache follows the log from where it last looked (one query, whoever
+    # wrote), so every cached claim holds every event up to `_followed`: no query per claim
+    # to bring it up to date. The log is in commit order on both backends (the library
+    # makes writers take turns), so nothing can appear later behind the point followed to.
     def load_claims(self, claim_ids: Sequence[UUID]) -> dict[UUID, Claim | None]:
-        """Copies of the claims (None: no such claim), up to date with the store, for commands to change."""
+        """The claims (None: no such claim), up to date with the store, for `execute` to change."""
         cache = self.repository.cache
         if cache is None or not self.repository.fastforward or self.snapshots is not None:
             return {claim_id: self._get_or_none(claim_id) for claim_id in claim_ids}
@@ -258,7 +272,7 @@ class Ledger(Application[UUID]):
             self._follow_log(cache)
             for claim_id in claim_ids:
                 try:
-                    claims[claim_id] = _copy_claim(cast(Claim, cache.get(claim_id)))
+                    claims[claim_id] = cast(Claim, cache.get(claim_id))
                 except KeyError:  # read from the store (and cached) by the library
                     claims[claim_id] = self._get_or_none(claim_id)
         return claims
@@ -437,13 +451,3 @@ def _clear(cache: Cache[UUID, Any]) -> None:
     else:
         cache.cache.clear()
 
-
-IMMUTABLE = (UUID, datetime, int, str, bytes, bool, type(None))
-
-
-def _copy_claim(claim: Claim) -> Claim:
-    """`copy.deepcopy(claim)` that shares what cannot change (ids, times) instead of copying it."""
-    clone: Claim = object.__new__(type(claim))
-    for name, value in vars(claim).items():
-        setattr(clone, name, value if isinstance(value, IMMUTABLE) else copy.deepcopy(value))
-    return clone

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from eventsourcing.persistence import PersistenceError
 
 from domain import Database, Ledger
 from domain import ledger as ledger_module
+from domain.claim import Claim
 from domain.commands import RecordAct, RegisterClaim
-from domain.errors import UnknownAct
+from domain.errors import StoreUnavailable, UnknownAct
 from tests.api import story
 from tests.conftest import drop_schema, new_database_url
 
@@ -90,3 +92,28 @@ def test_a_cache_far_behind_the_log_starts_afresh(
     b.execute([act("assert", story.elton_asserts(act_id=f"b-{i}")) for i in range(9)])
     assert a.execute_one(act("deny", story.peskov_denies())).version == 12
     assert b.execute_one(act("assert", story.elton_asserts(act_id="last"))).version == 13
+
+
+def test_a_batch_that_fails_midway_leaves_nothing_of_itself_in_the_cached_claims(
+    two_writers: tuple[Ledger, Ledger], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, _ = two_writers
+    register(a)
+    a.execute_one(act("assert", story.elton_asserts()))
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a fault no rule describes")
+
+    monkeypatch.setattr(Claim, "check_retractable", broken)
+    with pytest.raises(RuntimeError):  # the assertion is applied in memory, then the retraction fails
+        a.execute([act("assert", story.elton_asserts(act_id="unsaved")),
+                   act("retract", {"retracts": "elton-instagram", "party": story.ELTON, "act_id": "r1"})])
+    monkeypatch.undo()
+    assert a.execute_one(act("deny", story.peskov_denies())).version == 3
+    monkeypatch.setattr(a, "save", lambda *claims: (_ for _ in ()).throw(PersistenceError("the store went away")))
+    with pytest.raises(StoreUnavailable):
+        a.execute_one(act("assert", story.elton_asserts(act_id="also-unsaved")))
+    monkeypatch.undo()
+    assert a.execute_one(act("assert", story.elton_asserts(act_id="saved"))).version == 4
+    claim = a.get_claim(story.KEY)
+    assert claim.act("unsaved") is None and claim.act("also-unsaved") is None
