@@ -52,7 +52,7 @@ def rebuild_large(ctx: Context) -> list[Figure]:
     figures.append(Figure(
         4, name, data=f"{small_events:,} -> {large_events:,} events", ours=ctx.peak_rss["large"], unit="MiB",
         baseline=ctx.peak_rss["small"], baseline_name=f"the same rebuild at {size_label(small)}",
-        goal=goal, met=growth <= FLAT,
+        goal=goal if not ctx.quick else f"{goal}: judged by the full run", met=None if ctx.quick else growth <= FLAT,
         notes=f"{_quick_note(ctx)}{ctx.large_note}VmHWM of the rebuild process (its ru_maxrss would include "
         "the benchmark's own, inherited across fork)",
     ))
