@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.story import CLAIM_KEY as KEY
+from tests.story import ELTON, PESKOV, PUTIN, STATEMENT
+
 Json = dict[str, Any]
-
-STATEMENT = "Vladimir Putin telephoned Elton John on 14 September 2015"
-KEY = "putin-phoned-elton-john"
-
-ELTON = {"id": "elton-john", "name": "Elton John"}
-PESKOV = {"id": "dmitry-peskov", "name": "Dmitry Peskov"}
-PUTIN = {"id": "vladimir-putin", "name": "Vladimir Putin"}
+__all__ = ["ELTON", "KEY", "PESKOV", "PUTIN", "STATEMENT", "elton_asserts", "peskov_denies", "registration"]
 
 INSTAGRAM = {"url": "https://www.instagram.com/p/7r0fHKSsBC/", "outlet": "Instagram", "published_at": "2015-09-14"}
 TASS = {"url": "https://tass.com/politics/821412", "outlet": "TASS", "published_at": "2015-09-15"}
