@@ -165,7 +165,7 @@ def test_writes_answered_before_a_sigkill_survive_it_and_retries_with_the_same_k
 # -- The projection process ----------------------------------------------------------------------
 
 PROJECTION_KILLS = 3
-BACKLOG_CLAIMS = 900  # about 9,500 events: more than the engine applies before the kills
+BACKLOG_CLAIMS = 2000  # about 21,000 events: more than the engine applies before the first kills
 
 
 def commands_of(claims: int, seed: int, prefix: str) -> Iterator[Command]:
@@ -213,6 +213,7 @@ def test_a_projection_process_killed_mid_batch_again_and_again_applies_every_eve
         writer.start()
         rng = random.Random(3)
         positions = [runtime.engine.position()]
+        killed_behind = 0
         for _ in range(PROJECTION_KILLS):
             process = project()
             wait_until(lambda: runtime.engine.position() > positions[-1], 60,
@@ -222,7 +223,10 @@ def test_a_projection_process_killed_mid_batch_again_and_again_applies_every_eve
             process.wait(30)
             positions.append(runtime.engine.position())
             assert positions[-1] >= positions[-2]
-            assert positions[-1] < ledger.max_position(), "the engine finished before it was killed"
+            killed_behind += positions[-1] < ledger.max_position()
+        # On a quiet machine a later kill can find the engine caught up with the writer;
+        # the first ones land while it still works through the backlog.
+        assert killed_behind >= 1, "the engine finished before any kill"
         stop.set()
         writer.join(60)
 
