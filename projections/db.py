@@ -69,6 +69,28 @@ class Cursor:
         marks = ", ".join("?" * len(columns))
         self.raw.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
+    def upsert_rows(
+        self, table: str, columns: Sequence[str], pg_types: Sequence[str], rows: Sequence[Params], on_conflict: str
+    ) -> None:
+        """Insert-or-update many rows in one statement.
+
+        On PostgreSQL the rows go as one array per column through ``unnest``: the
+        statement text stays short and the same, so the driver does not parse a new
+        multi-kilobyte statement for every batch.
+        """
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if self.backend == "postgres":
+            arrays = ", ".join(f"%s::{kind}[]" for kind in pg_types)
+            self.raw.execute(
+                f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {on_conflict}",
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+            return
+        marks = ", ".join("?" * len(columns))
+        self.raw.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {on_conflict}", rows)
+
     def fetchone(self) -> tuple[Any, ...] | None:
         row = self.raw.fetchone()
         return None if row is None else tuple(row)

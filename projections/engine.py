@@ -285,16 +285,18 @@ class ProjectionEngine:
         missing = [cid for cid in dirty if cid not in reg_positions]
         reg_positions.update(self._reg_positions(cur, missing))
         views = {cid: fold.view() for cid, fold in dirty.items()}
-        cur.executemany(
-            f"INSERT INTO {t.claims} (claim_id, key, statement, language, status, view, version,"
-            " reg_position, position, registered_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (claim_id) DO UPDATE SET status = excluded.status, view = excluded.view,"
-            " version = excluded.version, position = excluded.position, updated_at = excluded.updated_at",
+        cur.upsert_rows(
+            t.claims,
+            ("claim_id", "key", "statement", "language", "status", "view", "version", "reg_position", "position",
+             "registered_at", "updated_at"),
+            ("text", "text", "text", "text", "text", "text", "int", "bigint", "bigint", "text", "text"),
             [
                 (cid, v["key"], v["statement"], v["language"], v["status"], orjson.dumps(v).decode(),
                  v["version"], reg_positions[cid], last_position[cid], v["registered_at"], v["updated_at"])
                 for cid, v in views.items()
             ],
+            "ON CONFLICT (claim_id) DO UPDATE SET status = excluded.status, view = excluded.view,"
+            " version = excluded.version, position = excluded.position, updated_at = excluded.updated_at",
         )
         with_acts = [cid for cid, fold in dirty.items() if fold.acts]
         if not with_acts:
