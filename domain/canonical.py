@@ -9,6 +9,7 @@ events of one claim; the first event's is 64 zeros.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -66,7 +67,7 @@ def is_plain(value: Any) -> bool:
     if kind is dict:
         return _plain_dict(value)
     if kind is list:
-        return _plain_list(value)
+        return _plain_items(value)
     if kind is str or kind is bool or value is None:
         return True
     if kind is int:
@@ -75,22 +76,14 @@ def is_plain(value: Any) -> bool:
 
 
 def _plain_dict(value: dict[Any, Any]) -> bool:
-    for key, item in value.items():
+    for key in value:
         if type(key) is not str or not (key.isascii() or max(key) < "\ud800"):
             return False
-        kind = type(item)
-        if kind is str or item is None:
-            continue
-        if kind is dict:
-            if not _plain_dict(item):
-                return False
-        elif not is_plain(item):
-            return False
-    return True
+    return _plain_items(value.values())
 
 
-def _plain_list(value: list[Any]) -> bool:
-    for item in value:
+def _plain_items(items: Iterable[Any]) -> bool:
+    for item in items:
         kind = type(item)
         if kind is str or item is None:
             continue
