@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ from fastapi import FastAPI
 from api.app import create_app
 from api.auth import Role
 from api.routes.deps import ApiSettings, Services
+from domain.settings import Database
 from tests.api import story
-from tests.conftest import drop_schema, new_database_url
+from tests.api.proxy import Proxy
+from tests.conftest import POSTGRES_URL, drop_schema, new_database_url, require_postgres
 
 with warnings.catch_warnings():  # starlette asks for httpx2, which is not released for this stack
     warnings.simplefilter("ignore")
@@ -108,3 +111,20 @@ def shared_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         yield from open_api(url)
     finally:
         drop_schema(url)
+
+
+def open_api_through_proxy(monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> Iterator[tuple[Api, Proxy]]:
+    """An API on a fresh PostgreSQL schema reached through a proxy a test can cut."""
+    require_postgres()
+    real = Database.from_url(POSTGRES_URL)
+    proxy = Proxy((real.host, real.port))
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = f"postgresql://{real.user}@127.0.0.1:{proxy.port}/{real.dbname}?schema={schema}"
+    monkeypatch.setenv("LEDGER_PG_CONNECT_TIMEOUT", "1")
+    try:
+        for api in open_api(url, **kwargs):
+            yield api, proxy
+            proxy.restore()  # lets the threads still retrying finish before shutdown
+    finally:
+        proxy.close()
+        drop_schema(f"{POSTGRES_URL}?schema={schema}")

@@ -12,11 +12,9 @@ import pytest
 
 from api.lookups import Lookups
 from api.schemas import ClaimView
-from domain.settings import Database
 from tests.api import story
-from tests.api.conftest import Api, open_api
+from tests.api.conftest import Api, open_api_through_proxy
 from tests.api.proxy import Proxy
-from tests.conftest import POSTGRES_URL, drop_schema, require_postgres
 
 
 def test_a_claim_read_now_is_byte_for_byte_what_its_response_model_serialises(api: Api) -> None:
@@ -32,19 +30,7 @@ def test_a_claim_read_now_is_byte_for_byte_what_its_response_model_serialises(ap
 
 @pytest.fixture
 def proxied(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Api, Proxy]]:
-    require_postgres()
-    real = Database.from_url(POSTGRES_URL)
-    proxy = Proxy((real.host, real.port))
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    url = f"postgresql://{real.user}@127.0.0.1:{proxy.port}/{real.dbname}?schema={schema}"
-    monkeypatch.setenv("LEDGER_PG_CONNECT_TIMEOUT", "1")
-    try:
-        for api in open_api(url):
-            yield api, proxy
-            proxy.restore()
-    finally:
-        proxy.close()
-        drop_schema(f"{POSTGRES_URL}?schema={schema}")
+    yield from open_api_through_proxy(monkeypatch)
 
 
 @pytest.mark.postgres

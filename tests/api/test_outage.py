@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from api.routes.deps import ApiSettings
-from domain.settings import Database
 from tests.api import story
-from tests.api.conftest import Api, open_api
+from tests.api.conftest import Api, open_api_through_proxy
 from tests.api.proxy import Proxy
-from tests.conftest import POSTGRES_URL, drop_schema, require_postgres
 
 
 @pytest.fixture
 def proxied(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Api, Proxy]]:
-    require_postgres()
-    real = Database.from_url(POSTGRES_URL)
-    proxy = Proxy((real.host, real.port))
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    url = f"postgresql://{real.user}@127.0.0.1:{proxy.port}/{real.dbname}?schema={schema}"
-    monkeypatch.setenv("LEDGER_PG_CONNECT_TIMEOUT", "1")
-    try:
-        for api in open_api(url, settings=ApiSettings(write_timeout=2.0)):
-            yield api, proxy
-            proxy.restore()  # lets the threads still retrying finish before shutdown
-    finally:
-        proxy.close()
-        drop_schema(f"{POSTGRES_URL}?schema={schema}")
+    yield from open_api_through_proxy(monkeypatch, settings=ApiSettings(write_timeout=2.0))
 
 
 @pytest.mark.postgres
