@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
+from typing import Any
 
-from api.idempotency import derived_act_id
+import pytest
+
+from api.idempotency import TABLE, IdempotencyStore, KeptResponse, derived_act_id
+from api.problems import Problem
 from domain.commands import RecordAct
+from domain.errors import StoreUnavailable, UnknownClaim, VersionMismatch
+from domain.settings import Database
+from projections.db import ReadStore
 from tests.api import story
 from tests.api.conftest import Api
+
+Json = dict[str, Any]
 
 
 def test_a_retried_registration_returns_the_first_response_and_writes_nothing(api: Api) -> None:
@@ -108,3 +119,165 @@ def test_an_idempotency_key_must_be_visible_ascii(api: Api) -> None:
                         headers={"Idempotency-Key": "has space"})
     assert response.status_code == 422
     assert response.json()["type"].endswith(":invalid-idempotency-key")
+
+
+def test_a_key_reserved_by_a_request_still_in_flight_refuses_a_different_request(api: Api) -> None:
+    """Another API process holds the key for a different act and has not finished."""
+    api.register()
+    key = "in-flight-elsewhere"
+    principal = api.services.tokens.authenticate(api.token("recorder"))
+    assert principal is not None
+    assert api.services.idempotency.reserve(principal.token_id, key, "the other request's fingerprint")
+    other = api.post(f"/v1/claims/{story.KEY}/assertions", story.elton_asserts(), headers={"Idempotency-Key": key})
+    assert other.status_code == 422
+    assert other.json()["type"].endswith(":idempotency-key-reused")
+    assert "in use by a different request" in other.json()["detail"]
+    assert api.services.runtime.ledger.max_position() == 1
+
+
+# -- The store itself, on a real database ---------------------------------------------------------
+
+SCOPE = "token-1"
+KEY = "key-1"
+
+
+@pytest.fixture
+def idempotency(database_url: str) -> Iterator[IdempotencyStore]:
+    store = ReadStore(Database.from_url(database_url), pool_size=2)
+    kept = IdempotencyStore(store)
+    kept.ensure_table()
+    yield kept
+    store.close()
+
+
+class Write:
+    """A write that counts its calls and answers, raises, or first runs `meanwhile`."""
+
+    def __init__(self, status: int = 201, body: Json | None = None, *, raises: Exception | None = None,
+                 meanwhile: Any = None) -> None:
+        self.status = status
+        self.body = body if body is not None else {"act_id": "a1", "version": 2, "position": 2}
+        self.raises = raises
+        self.meanwhile = meanwhile
+        self.calls = 0
+
+    def __call__(self) -> tuple[int, Json]:
+        self.calls += 1
+        if self.meanwhile is not None:
+            self.meanwhile()
+        if self.raises is not None:
+            raise self.raises
+        return self.status, self.body
+
+
+def test_a_new_key_is_reserved_written_and_kept(idempotency: IdempotencyStore) -> None:
+    write = Write()
+    response, replayed = idempotency.run(SCOPE, KEY, "fp", write)
+    assert (response.status, response.body, replayed, write.calls) == (201, write.body, False, 1)
+    assert idempotency.lookup(SCOPE, KEY) == KeptResponse(201, write.body, "fp")
+    again = Write()
+    assert idempotency.run(SCOPE, KEY, "fp", again) == (KeptResponse(201, write.body, "fp"), True)
+    assert again.calls == 0
+
+
+def test_a_key_reserved_for_a_different_request_is_a_422_and_nothing_is_written(
+    idempotency: IdempotencyStore,
+) -> None:
+    assert idempotency.reserve(SCOPE, KEY, "theirs")
+    assert not idempotency.reserve(SCOPE, KEY, "mine")
+    write = Write()
+    with pytest.raises(Problem) as refused:
+        idempotency.run(SCOPE, KEY, "mine", write)
+    assert refused.value.status == 422 and refused.value.code == "idempotency-key-reused"
+    assert "in use by a different request" in refused.value.detail
+    assert write.calls == 0
+    held = idempotency.lookup(SCOPE, KEY)
+    assert held is not None and held.pending and held.fingerprint == "theirs"
+
+
+def test_a_key_reserved_for_the_same_request_is_written_and_the_reservation_completed(
+    idempotency: IdempotencyStore,
+) -> None:
+    """An identical request in flight elsewhere, or one whose server died after reserving."""
+    assert idempotency.reserve(SCOPE, KEY, "fp")
+    write = Write(200)
+    response, replayed = idempotency.run(SCOPE, KEY, "fp", write)
+    assert (response.status, replayed, write.calls) == (200, False, 1)
+    assert idempotency.lookup(SCOPE, KEY) == KeptResponse(200, write.body, "fp")
+
+
+def test_the_first_identical_request_to_complete_the_reservation_is_the_response_kept(
+    idempotency: IdempotencyStore, database_url: str,
+) -> None:
+    first = {"act_id": "a1", "version": 2, "position": 2}
+    other_process = IdempotencyStore(ReadStore(Database.from_url(database_url), pool_size=1))
+    try:
+        assert idempotency.reserve(SCOPE, KEY, "fp")
+        write = Write(200, meanwhile=lambda: other_process.keep(SCOPE, KEY, KeptResponse(201, first, "fp")))
+        response, replayed = idempotency.run(SCOPE, KEY, "fp", write)
+    finally:
+        other_process.store.close()
+    assert (response, replayed) == (KeptResponse(201, first, "fp"), True)
+    assert idempotency.lookup(SCOPE, KEY) == KeptResponse(201, first, "fp")
+
+
+def test_a_refused_write_gives_its_key_back(idempotency: IdempotencyStore) -> None:
+    with pytest.raises(UnknownClaim):
+        idempotency.run(SCOPE, KEY, "fp", Write(raises=UnknownClaim("no claim has the key 'x'")))
+    assert idempotency.lookup(SCOPE, KEY) is None
+    response, replayed = idempotency.run(SCOPE, KEY, "fp", Write(404, {"detail": "no claim"}))
+    assert (response.status, replayed) == (404, False)
+    assert idempotency.lookup(SCOPE, KEY) is None
+    write = Write()
+    assert idempotency.run(SCOPE, KEY, "another request", write)[0].status == 201
+    assert write.calls == 1
+
+
+def test_a_write_that_may_have_been_recorded_keeps_its_key_reserved_for_its_retry(
+    idempotency: IdempotencyStore,
+) -> None:
+    """A 503 (the database went away, the writer timed out mid-commit) says nothing about the write."""
+    with pytest.raises(StoreUnavailable):
+        idempotency.run(SCOPE, KEY, "fp", Write(raises=StoreUnavailable("the write did not finish")))
+    held = idempotency.lookup(SCOPE, KEY)
+    assert held is not None and held.pending
+    with pytest.raises(Problem):
+        idempotency.run(SCOPE, KEY, "another request", Write())
+    retry = Write(200)
+    assert idempotency.run(SCOPE, KEY, "fp", retry) == (KeptResponse(200, retry.body, "fp"), False)
+
+
+def test_an_identical_request_refused_after_the_first_was_kept_answers_with_the_kept_response(
+    idempotency: IdempotencyStore, database_url: str,
+) -> None:
+    """Two identical writes with If-Match: the second sees the claim moved on (412), by the first."""
+    first = {"act_id": "a1", "version": 4, "position": 9}
+    other_process = IdempotencyStore(ReadStore(Database.from_url(database_url), pool_size=1))
+    try:
+        assert idempotency.reserve(SCOPE, KEY, "fp")
+        write = Write(raises=VersionMismatch(3, 4),
+                      meanwhile=lambda: other_process.keep(SCOPE, KEY, KeptResponse(201, first, "fp")))
+        assert idempotency.run(SCOPE, KEY, "fp", write) == (KeptResponse(201, first, "fp"), True)
+    finally:
+        other_process.store.close()
+
+
+def test_a_refused_request_leaves_a_reservation_it_does_not_hold(idempotency: IdempotencyStore) -> None:
+    """An identical request may still be writing under the reservation."""
+    assert idempotency.reserve(SCOPE, KEY, "fp")
+    with pytest.raises(VersionMismatch):
+        idempotency.run(SCOPE, KEY, "fp", Write(raises=VersionMismatch(3, 4)))
+    held = idempotency.lookup(SCOPE, KEY)
+    assert held is not None and held.pending
+
+
+def test_reservations_age_out_with_the_time_to_live(idempotency: IdempotencyStore) -> None:
+    assert idempotency.reserve(SCOPE, KEY, "fp")
+    idempotency.run(SCOPE, "kept", "fp", Write())
+    idempotency.reserve(SCOPE, "fresh", "fp")
+    with idempotency.store.transaction() as cur:
+        cur.execute(f"UPDATE {TABLE} SET created = ? WHERE key IN (?, ?)",
+                    (int(time.time()) - idempotency.ttl_seconds - 10, KEY, "kept"))
+    assert idempotency.purge() == 2
+    assert idempotency.lookup(SCOPE, KEY) is None and idempotency.lookup(SCOPE, "kept") is None
+    assert idempotency.lookup(SCOPE, "fresh") is not None
