@@ -49,11 +49,17 @@ class ActState:
     party: Json | None
     holder: Json | None
     said_at: str | None
-    order: tuple[datetime, int]
+    moment: str  # when it was said on the said axis (recorded_at where said_at is unknown)
     target: str | None = None
     retracted_by: str | None = None
     voided_by: str | None = None
     data: Json = field(default_factory=dict)
+
+    @property
+    def order(self) -> tuple[datetime, int]:
+        """Its place among a holder's acts: said time, then version. Parsed only when a
+        holder has several acts to choose from."""
+        return instant_of(self.moment), self.version
 
     @property
     def is_stance(self) -> bool:
@@ -62,7 +68,7 @@ class ActState:
     def copy(self) -> ActState:
         """A copy whose retraction/void marks can change; the event data is never mutated."""
         return ActState(
-            self.act_id, self.type, self.version, self.party, self.holder, self.said_at, self.order,
+            self.act_id, self.type, self.version, self.party, self.holder, self.said_at, self.moment,
             self.target, self.retracted_by, self.voided_by, self.data,
         )
 
@@ -130,12 +136,12 @@ class ClaimFold:
             act = ActState(
                 act_id, kind, body["version"], data.get("party"),
                 data.get("on_behalf_of") or data.get("party"), data.get("said_at"),
-                (said_instant(data, body["recorded_at"]), body["version"]), data=kept,
+                data.get("said_at") or body["recorded_at"], data=kept,
             )
         elif kind == "Retracted":
             act = ActState(
                 act_id, kind, body["version"], data.get("party"), data.get("party"),
-                data.get("said_at"), (said_instant(data, body["recorded_at"]), body["version"]),
+                data.get("said_at"), data.get("said_at") or body["recorded_at"],
                 target=data.get("retracts"), data=kept,
             )
             target = self.acts.get(act.target or "")
@@ -143,8 +149,8 @@ class ClaimFold:
                 target.retracted_by = act_id
         else:  # ActVoided
             act = ActState(
-                act_id, kind, body["version"], None, None, None,
-                (instant_of(body["recorded_at"]), body["version"]), target=data.get("voids"), data=kept,
+                act_id, kind, body["version"], None, None, None, body["recorded_at"],
+                target=data.get("voids"), data=kept,
             )
             target = self.acts.get(act.target or "")
             if target is not None and not target.voided_by and target.type != "ActVoided":
@@ -165,14 +171,14 @@ class ClaimFold:
             acts = by_holder[holder_id]
             standing = [a for a in acts if not a.retracted_by]
             if standing:
-                latest = max(standing, key=lambda a: a.order)
+                latest = standing[0] if len(standing) == 1 else max(standing, key=lambda a: a.order)
                 stances.append({
                     "holder": latest.holder, "party": latest.party,
                     "stance": str(STANCE_OF_TYPE[latest.type]),
                     "act_id": latest.act_id, "said_at": latest.said_at,
                 })
             else:
-                last = max(acts, key=lambda a: a.order)
+                last = acts[0] if len(acts) == 1 else max(acts, key=lambda a: a.order)
                 retraction = self.acts[last.retracted_by or ""]
                 stances.append({
                     "holder": last.holder, "party": retraction.party,
