@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 
 import orjson
@@ -27,6 +27,7 @@ from domain.errors import (
     UnknownClaim,
     VersionMismatch,
 )
+from domain.fold import ActState
 from domain.settings import Database
 from domain.values import SLUG, claim_id_for_key, format_instant
 
@@ -43,9 +44,11 @@ class UndecodableEvent(LedgerError):
     title = "Undecodable event"
 
 
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
-    """One event as stored, at its position in the log: what readers of the log need."""
+class LoggedEvent(NamedTuple):
+    """One event as stored, at its position in the log: what readers of the log need.
+
+    A named tuple: whole-log readers make millions, and it is made several times faster
+    than a frozen dataclass."""
 
     position: int
     claim_id: str
@@ -430,7 +433,12 @@ class _Batch:
     def record(self, command: RecordAct) -> Outcome:
         claim = self.resolve(command.claim)
         if command.expected_version is not None and command.expected_version != claim.version:
-            raise VersionMismatch(command.expected_version, claim.version)
+            held = _retried_act(claim, command)
+            if held is None:
+                raise VersionMismatch(command.expected_version, claim.version)
+            # The very act this command made when the claim was at the version it names:
+            # a retry (say after a lost answer), answered as any idempotent retry is.
+            return Outcome(claim_id=claim.id, key=claim.key, act_id=held.act_id, version=held.version, created=False)
         before = claim.version
         if command.op in ("assert", "deny"):
             act = claim.record_stance(command.op, command.data, command.recorded_at)
@@ -442,6 +450,21 @@ class _Batch:
             claim_id=claim.id, key=claim.key, act_id=act.act_id, version=act.version,
             created=act.version > before,
         )
+
+
+ACT_EVENTS = {"assert": Claim.Asserted, "deny": Claim.Denied, "retract": Claim.Retracted, "void": Claim.ActVoided}
+
+
+def _retried_act(claim: Claim, command: RecordAct) -> ActState | None:
+    """The act an If-Match command recorded, when it is sent again exactly: same act_id and
+    content, recorded right after the version the command names; else None."""
+    act_id = command.data.get("act_id")
+    held = claim.act(act_id) if act_id else None
+    if held is None or held.version != (command.expected_version or 0) + 1:
+        return None
+    if held.type != ACT_EVENTS[command.op].TYPE or held.data != command.data:
+        return None
+    return held
 
 
 def _clear(cache: Cache[UUID, Any]) -> None:

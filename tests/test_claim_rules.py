@@ -165,6 +165,25 @@ def test_if_match_refuses_a_claim_that_moved_on(story: Ledger) -> None:
         story.execute_one(command)
 
 
+def test_an_if_match_act_sent_again_after_it_was_recorded_is_an_idempotent_retry(story: Ledger) -> None:
+    """A client whose answer was lost sends the same If-Match act again: it was recorded."""
+    command = RecordAct.build("assert", CLAIM_KEY, {"act_id": "putin-calls", "party": PUTIN}, expected_version=3)
+    first = story.execute_one(command)
+    assert (first.created, first.version) == (True, 4)
+    again = story.execute_one(command)
+    assert (again.created, again.version, again.act_id) == (False, 4, "putin-calls")
+    assert story.get_claim(CLAIM_KEY).version == 4
+    different = RecordAct.build(
+        "assert", CLAIM_KEY, {"act_id": "putin-calls", "party": PUTIN, "note": "another act"}, expected_version=3
+    )
+    unnamed = RecordAct.build("assert", CLAIM_KEY, {"party": PUTIN}, expected_version=3)
+    denial = RecordAct.build("deny", CLAIM_KEY, {"act_id": "putin-calls", "party": PUTIN}, expected_version=3)
+    for refused in (different, unnamed, denial):
+        with pytest.raises(VersionMismatch, match="version 4"):
+            story.execute_one(refused)
+    assert story.get_claim(CLAIM_KEY).version == 4
+
+
 def test_one_batch_applies_commands_in_order_and_fails_only_the_bad_one(ledger: Ledger) -> None:
     from domain.commands import RegisterClaim
 
