@@ -9,14 +9,18 @@ the claim's history rows, which live in the same transaction.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
+import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from eventsourcing.persistence import PersistenceError
@@ -25,13 +29,15 @@ from domain.errors import StoreUnavailable
 from domain.fold import ClaimFold
 from domain.ledger import Ledger, LoggedEvent
 from projections.db import Cursor, ReadStore
-from projections.log import LogScanner
+from projections.log import ClaimKey, LogScanner
 from projections.merkle import MerkleLog
-from projections.tables import LIVE, REBUILD, Tables
+from projections.tables import LIVE, REBUILD, RETIRED, Tables
 
 log = logging.getLogger("claims.projections")
 
 TRACKING_NAME = "ledger"
+BULK_CACHE_KIB = -65_536  # SQLite page cache of a bulk load: 64 MiB, whatever the log's size
+PARALLEL_FROM = 20_000  # events from which a rebuild folds claims in a second process
 Progress = Callable[[int, int], None]
 
 
@@ -55,16 +61,133 @@ class Row:
     body: dict[str, Any]
 
 
-def row_of(event: LoggedEvent) -> Row:
-    data = orjson.loads(event.data_json)
-    body = {
+def body_of(event: LoggedEvent) -> dict[str, Any]:
+    """The event's body, as the fold takes it."""
+    return {
         "claim_id": event.claim_id, "version": event.version, "type": event.type,
-        "recorded_at": event.recorded_at, "prev_hash": event.prev_hash, "data": data, "hash": event.hash,
+        "recorded_at": event.recorded_at, "prev_hash": event.prev_hash, "data": orjson.loads(event.data_json),
+        "hash": event.hash,
     }
+
+
+def row_of(event: LoggedEvent) -> Row:
+    body = body_of(event)
     return Row(
-        event.position, event.claim_id, event.version, event.type, data.get("act_id"), event.hash,
+        event.position, event.claim_id, event.version, event.type, body["data"].get("act_id"), event.hash,
         event.body_text(), body,
     )
+
+
+HISTORY_COLUMNS = ("position", "claim_id", "version", "type", "act_id", "hash", "body")
+CLAIM_COLUMNS = ("claim_id", "key", "statement", "language", "status", "view", "version", "reg_position",
+                 "position", "registered_at", "updated_at")
+CLAIM_PG_TYPES = ("text", "text", "text", "text", "text", "text", "int", "bigint", "bigint", "text", "text")
+STANCE_COLUMNS = ("holder_id", "claim_id", "party_id", "stance", "act_id", "said_at", "reg_position", "item")
+
+
+def _claim_row(claim_id: str, v: dict[str, Any], reg_position: int, position: int) -> tuple[Any, ...]:
+    return (claim_id, v["key"], v["statement"], v["language"], v["status"], orjson.dumps(v).decode(),
+            v["version"], reg_position, position, v["registered_at"], v["updated_at"])
+
+
+def _stance_rows(claim_id: str, v: dict[str, Any], reg_position: int) -> list[tuple[Any, ...]]:
+    head = {"claim_id": claim_id, "key": v["key"], "statement": v["statement"], "status": v["status"]}
+    return [
+        (s["holder"]["id"], claim_id, s["party"]["id"], s["stance"], s["act_id"], s["said_at"], reg_position,
+         orjson.dumps({**head, **s}).decode())
+        for s in v["stances"]
+    ]
+
+
+class _ClaimRun:
+    """One claim's events met together in a scan in claim order, folded as they come."""
+
+    __slots__ = ("claim_id", "fold", "position", "reg_position")
+
+    def __init__(self, claim_id: str = "") -> None:
+        self.claim_id = claim_id
+        self.fold: ClaimFold = ProjectedFold()
+        self.reg_position = 0
+        self.position = 0
+
+    def add(self, version: int, position: int, body: dict[str, Any]) -> None:
+        self.fold.apply(body)
+        if version == 1:
+            self.reg_position = position
+        self.position = position
+
+
+Page = TypeVar("Page")
+Mark = TypeVar("Mark")
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause the cycle collector: a bulk load makes millions of short-lived containers and
+    no cycles, and each collection would walk every object alive (a third of the time)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _read_ahead(fetch: Callable[[Mark], tuple[Page, Mark] | None], start: Mark) -> Iterator[Page]:
+    """The pages `fetch` returns, from `start` on, fetched by a thread one or two pages ahead."""
+    pages: queue.Queue[tuple[Page] | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def run() -> None:
+        mark = start
+        try:
+            while not stop.is_set():
+                fetched = fetch(mark)
+                if fetched is None:
+                    break
+                page, mark = fetched
+                pages.put((page,))
+            pages.put(None)
+        except BaseException as e:  # handed to the consuming thread, which raises it
+            pages.put(e)
+
+    reader = threading.Thread(target=run, name="read-ahead", daemon=True)
+    reader.start()
+    try:
+        while (item := pages.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item[0]
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting to put a page
+            with contextlib.suppress(queue.Empty):
+                pages.get(timeout=0.05)
+
+
+# A history table row: (position, claim_id, version, type, act_id, hash, body).
+HistoryRow = tuple[int, str, int, str, str | None, str, str]
+_ACT_ID_TEXT = '{"act_id":"'
+
+
+def _history_row(event: LoggedEvent) -> HistoryRow:
+    """The history row of an event, reading its act_id without parsing its data when it can.
+
+    Data is canonical JSON (keys sorted), and act_id sorts before every other key of an
+    act, so an act's data starts with it; anything else is parsed.
+    """
+    data_json = event.data_json
+    act_id: str | None
+    start = len(_ACT_ID_TEXT)
+    end = data_json.find('"', start) if data_json.startswith(_ACT_ID_TEXT) else -1
+    if end > start and "\\" not in data_json[start:end]:
+        act_id = data_json[start:end]
+    elif '"act_id"' not in data_json:
+        act_id = None
+    else:
+        act_id = orjson.loads(data_json).get("act_id")
+    return (event.position, event.claim_id, event.version, event.type, act_id, event.hash, event.body_text())
 
 
 class ProjectionEngine:
@@ -72,7 +195,7 @@ class ProjectionEngine:
 
     def __init__(
         self, ledger: Ledger, store: ReadStore, *, prefix: str = LIVE, batch_size: int = 2000,
-        gap_wait: float = 0.2, cache_size: int = 5_000,
+        gap_wait: float = 0.2, cache_size: int = 5_000, parallel_from: int = PARALLEL_FROM,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -84,6 +207,7 @@ class ProjectionEngine:
         # passing it also covers a writer that does not take that lock.
         self.gap_wait = gap_wait
         self.cache_size = cache_size
+        self.parallel_from = parallel_from
         self._folds: OrderedDict[str, ClaimFold] = OrderedDict()
         self._generation = -1
         self._gaps_seen: dict[int, float] = {}
@@ -162,52 +286,123 @@ class ProjectionEngine:
         return len(rows), waiting
 
     def bulk_load(self, progress: Progress | None = None) -> int:
-        """Apply the whole log to tables no one else writes (a rebuild), reading ahead.
+        """Apply the log up to its current end to new, empty tables (a rebuild).
 
-        A reader thread decodes the next pages while this one writes the current page:
-        the database's own work releases the GIL, so the two overlap on two cores.
+        Two passes over the log, each writing rows once and never reading them back,
+        updating or deleting them, in memory that does not grow with the log:
+
+        1. in log order, into the history and Merkle tables (appended in position order);
+        2. in claim order (the event table's primary key), folding each claim whole into
+           the claim, stance, subject and search tables.
+
+        They write different tables, so on a log of `parallel_from` events or more the
+        second runs in a process of its own beside the first: each is mostly Python, and
+        two processes use two cores. Secondary indexes are built last, by sorting. Within
+        each pass a reader thread fetches and decodes the next page while the current one
+        is written. Events after the end seen at the start are left to :meth:`process_batch`.
         """
-        pages: queue.Queue[list[Row] | BaseException | None] = queue.Queue(maxsize=2)
-        stop = threading.Event()
-        start = self._read_position()
-        total = self.ledger.max_position()
-
-        def read_ahead() -> None:
-            after = start
+        with self.store.reading() as cur:
+            start, generation = self._tracking(cur, lock=False)
+        if start:
+            raise RuntimeError(f"bulk_load fills empty tables; these are at position {start}")
+        upto = self.ledger.max_position()
+        began = time.perf_counter()
+        with _no_cycle_collection(), self._bulk_pragmas():
+            folder = _ClaimFolder(self, upto) if upto >= self.parallel_from else None
             try:
-                while not stop.is_set():
-                    logged = self._scanner.read(after, self.batch_size)
-                    if not logged:
-                        break
-                    pages.put([row_of(e) for e in logged])
-                    after = logged[-1].position
-                pages.put(None)
-            except BaseException as e:  # handed to the writing thread, which raises it
-                pages.put(e)
-
-        reader = threading.Thread(target=read_ahead, name="rebuild-reader", daemon=True)
-        reader.start()
-        done = 0
-        try:
-            while (page := pages.get()) is not None:
-                if isinstance(page, BaseException):
-                    raise page
-                with self.store.transaction() as cur:
-                    self.apply(cur, page)
-                    cur.execute(
-                        f"UPDATE {self.tables.tracking} SET position = ? WHERE name = ?",
-                        (page[-1].position, TRACKING_NAME),
-                    )
-                done += len(page)
-                if progress is not None:
-                    progress(done, max(total, page[-1].position))
-        finally:
-            stop.set()
-            while reader.is_alive():  # unblock a reader waiting to put a page
-                with contextlib.suppress(queue.Empty):
-                    pages.get(timeout=0.05)
-            self._folds.clear()
+                done = self._load_log(upto, progress, folder)
+                log.info("rebuild: %d events into history and the Merkle log at %.2f s", done,
+                         time.perf_counter() - began)
+                if folder is None:
+                    folded = self.fold_claims(upto, lambda n: _report(progress, done, n, upto))
+                else:
+                    folded = folder.wait(lambda n: _report(progress, done, n, upto))
+            finally:
+                if folder is not None:
+                    folder.stop()
+            log.info("rebuild: %d events folded into claims at %.2f s", folded, time.perf_counter() - began)
+            with self.store.transaction() as cur:
+                self.tables.create_history_index(cur, generation)
+                self.tables.create_indexes(cur, generation)
+                cur.execute(f"UPDATE {self.tables.tracking} SET position = ? WHERE name = ?", (upto, TRACKING_NAME))
+            log.info("rebuild: indexed at %.2f s", time.perf_counter() - began)
+        self._folds.clear()
         return done
+
+    @contextlib.contextmanager
+    def _bulk_pragmas(self) -> Iterator[None]:
+        """On SQLite, a bigger page cache while bulk loading (index builds sort in it)."""
+        if self.store.backend != "sqlite":
+            yield
+            return
+        with self.store.reading() as cur:
+            cache = cur.execute("PRAGMA cache_size").fetchone()
+            cur.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            with self.store.reading() as cur:
+                cur.execute(f"PRAGMA cache_size = {int(cache[0]) if cache else -2000}")
+
+    def _load_log(self, upto: int, progress: Progress | None, folder: _ClaimFolder | None) -> int:
+        """Pass 1: the log up to `upto`, in log order, into the history and Merkle tables."""
+
+        def log_pages(after: int) -> tuple[list[HistoryRow], int] | None:
+            logged = [e for e in self._scanner.read(after, self.batch_size) if e.position <= upto]
+            return ([_history_row(e) for e in logged], logged[-1].position) if logged else None
+
+        done = 0
+        for page in _read_ahead(log_pages, 0):
+            with self.store.transaction() as cur:
+                cur.copy_rows(self.tables.history, HISTORY_COLUMNS, page)
+                self.merkle.append(cur, [(r[0], r[5]) for r in page])
+            done += len(page)
+            _report(progress, done, folder.folded() if folder else 0, upto)
+            if folder is not None:
+                folder.check()
+        return done
+
+    def fold_claims(self, upto: int, on_page: Callable[[int], None] | None = None) -> int:
+        """Pass 2: the log up to `upto`, claim by claim, folded into the claim, stance,
+        subject and search tables. Returns the number of events folded."""
+        scanner = LogScanner(self.ledger)
+
+        def claim_pages(after: ClaimKey | None) -> tuple[list[LoggedEvent], ClaimKey | None] | None:
+            events, after = scanner.by_claim(after, upto, self.batch_size)
+            return (events, after) if events else None
+
+        folded = 0
+        claim = _ClaimRun()  # the claim being folded: it may continue on the next page
+        try:
+            for events in _read_ahead(claim_pages, None):
+                finished: list[_ClaimRun] = []
+                for e in events:
+                    if e.claim_id != claim.claim_id:
+                        if claim.claim_id:
+                            finished.append(claim)
+                        claim = _ClaimRun(e.claim_id)
+                    claim.add(e.version, e.position, body_of(e))
+                with self.store.transaction() as cur:
+                    self._insert_claims(cur, finished)
+                folded += len(events)
+                if on_page is not None:
+                    on_page(folded)
+            with self.store.transaction() as cur:
+                self._insert_claims(cur, [claim] if claim.claim_id else [])
+        finally:
+            scanner.close()
+        return folded
+
+    def _insert_claims(self, cur: Cursor, claims: Sequence[_ClaimRun]) -> None:
+        """The rows of claims folded whole, into tables that do not hold them yet."""
+        self._write_registrations(cur, [(c.claim_id, c.fold, c.reg_position) for c in claims if c.reg_position])
+        views = [(c, c.fold.view()) for c in claims]
+        cur.copy_rows(self.tables.claims, CLAIM_COLUMNS, [
+            _claim_row(c.claim_id, v, c.reg_position, c.position) for c, v in views
+        ])
+        cur.copy_rows(self.tables.stances, STANCE_COLUMNS, [
+            row for c, v in views for row in _stance_rows(c.claim_id, v, c.reg_position)
+        ])
 
     def _read_position(self) -> int:
         with self.store.reading() as cur:
@@ -243,12 +438,8 @@ class ProjectionEngine:
 
     # Applying events.
     def apply(self, cur: Cursor, rows: Sequence[Row]) -> None:
-        t = self.tables
         self._load_folds(cur, {r.claim_id for r in rows if r.claim_id not in self._folds})
-        cur.copy_rows(
-            t.history, ("position", "claim_id", "version", "type", "act_id", "hash", "body"),
-            [(r.position, r.claim_id, r.version, r.type, r.act_id, r.hash, r.body_text) for r in rows],
-        )
+        self._insert_history(cur, rows)
         self.merkle.append(cur, [(r.position, r.hash) for r in rows])
         dirty: dict[str, ClaimFold] = {}
         registered: list[tuple[str, ClaimFold, int]] = []
@@ -264,6 +455,12 @@ class ProjectionEngine:
         reg_positions = {claim_id: pos for claim_id, _, pos in registered}
         self._write_registrations(cur, registered)
         self._write_views(cur, dirty, reg_positions, rows)
+
+    def _insert_history(self, cur: Cursor, rows: Sequence[Row]) -> None:
+        cur.copy_rows(
+            self.tables.history, HISTORY_COLUMNS,
+            [(r.position, r.claim_id, r.version, r.type, r.act_id, r.hash, r.body_text) for r in rows],
+        )
 
     def _write_registrations(self, cur: Cursor, registered: list[tuple[str, ClaimFold, int]]) -> None:
         t = self.tables
@@ -286,15 +483,8 @@ class ProjectionEngine:
         reg_positions.update(self._reg_positions(cur, missing))
         views = {cid: fold.view() for cid, fold in dirty.items()}
         cur.upsert_rows(
-            t.claims,
-            ("claim_id", "key", "statement", "language", "status", "view", "version", "reg_position", "position",
-             "registered_at", "updated_at"),
-            ("text", "text", "text", "text", "text", "text", "int", "bigint", "bigint", "text", "text"),
-            [
-                (cid, v["key"], v["statement"], v["language"], v["status"], orjson.dumps(v).decode(),
-                 v["version"], reg_positions[cid], last_position[cid], v["registered_at"], v["updated_at"])
-                for cid, v in views.items()
-            ],
+            t.claims, CLAIM_COLUMNS, CLAIM_PG_TYPES,
+            [_claim_row(cid, v, reg_positions[cid], last_position[cid]) for cid, v in views.items()],
             "ON CONFLICT (claim_id) DO UPDATE SET status = excluded.status, view = excluded.view,"
             " version = excluded.version, position = excluded.position, updated_at = excluded.updated_at",
         )
@@ -304,17 +494,9 @@ class ProjectionEngine:
         for chunk in _chunks(with_acts, 500):
             marks = ",".join("?" * len(chunk))
             cur.execute(f"DELETE FROM {t.stances} WHERE claim_id IN ({marks})", chunk)
-        cur.copy_rows(
-            t.stances,
-            ("holder_id", "claim_id", "party_id", "stance", "act_id", "said_at", "reg_position", "item"),
-            [
-                (s["holder"]["id"], cid, s["party"]["id"], s["stance"], s["act_id"], s["said_at"],
-                 reg_positions[cid], orjson.dumps(
-                     {"claim_id": cid, "key": views[cid]["key"], "statement": views[cid]["statement"],
-                      "status": views[cid]["status"], **s}).decode())
-                for cid in with_acts for s in views[cid]["stances"]
-            ],
-        )
+        cur.copy_rows(t.stances, STANCE_COLUMNS, [
+            row for cid in with_acts for row in _stance_rows(cid, views[cid], reg_positions[cid])
+        ])
 
     def _reg_positions(self, cur: Cursor, claim_ids: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -408,20 +590,23 @@ class ProjectionEngine:
         """
         fresh = ProjectionEngine(
             self.ledger, self.store, prefix=REBUILD, batch_size=max(self.batch_size, 10_000),
-            gap_wait=0.0, cache_size=self.cache_size,
+            gap_wait=0.0, cache_size=self.cache_size, parallel_from=self.parallel_from,
         )
+        retired = Tables(RETIRED)
         try:
             with self.store.transaction() as cur:
                 generation = self._current_generation(cur) + 1
-                fresh.tables.drop(cur)
-                _drop_merkle(cur, REBUILD)
-                fresh.tables.create(cur, generation=generation)
+                for prefix in (REBUILD, RETIRED):  # left by a rebuild that was stopped
+                    Tables(prefix).drop(cur)
+                    _drop_merkle(cur, prefix)
+                fresh.tables.create(cur, generation=generation, indexes=False)
                 fresh.merkle.create_tables(cur)
                 cur.execute(
                     f"INSERT INTO {fresh.tables.tracking} (name, position, generation) VALUES (?, 0, ?)",
                     (TRACKING_NAME, generation),
                 )
             applied = fresh.bulk_load(progress=progress)
+            applied += fresh.catch_up()  # what arrived meanwhile, leaving the swap little to do
             with self.store.transaction() as cur:
                 if cur.backend == "postgres":
                     cur.execute(f"LOCK TABLE {self.tables.tracking} IN EXCLUSIVE MODE")
@@ -435,11 +620,17 @@ class ProjectionEngine:
                     position = rows[-1].position
                     applied += len(rows)
                 cur.execute(f"UPDATE {fresh.tables.tracking} SET position = ? WHERE name = ?", (position, TRACKING_NAME))
-                self.tables.drop(cur)
-                _drop_merkle(cur, self.tables.prefix)
+                # Renames only: dropping big tables takes a while, and this transaction
+                # holds the lock writers need.
+                self.tables.rename_to(cur, retired)
                 fresh.tables.rename_to(cur, self.tables)
                 for name in MERKLE_TABLES:
+                    cur.execute(f"ALTER TABLE {self.tables.prefix}{name} RENAME TO {RETIRED}{name}")
                     cur.execute(f"ALTER TABLE {REBUILD}{name} RENAME TO {self.tables.prefix}{name}")
+            log.info("rebuild: swapped in; dropping the tables it retired")
+            for name in [*retired.all(self.store.backend), *(f"{RETIRED}{m}" for m in MERKLE_TABLES)]:
+                with self.store.transaction() as cur:  # one at a time: each holds the write lock
+                    cur.execute(f"DROP TABLE IF EXISTS {name}")
         finally:
             fresh.stop()
         self._folds.clear()
@@ -450,6 +641,101 @@ class ProjectionEngine:
             f"SELECT generation FROM {self.tables.tracking} WHERE name = ?", (TRACKING_NAME,)
         ).fetchone()
         return int(row[0]) if row else 0
+
+
+def _report(progress: Progress | None, logged: int, folded: int, upto: int) -> None:
+    """Progress of a bulk load, in events: each pass is half the work."""
+    if progress is not None and upto:
+        progress((logged + folded) // 2, upto)
+
+
+class _ClaimFolder:
+    """Pass 2 of a bulk load (:meth:`ProjectionEngine.fold_claims`) in a process of its own.
+
+    A plain subprocess (``python -m projections.engine``), not multiprocessing: it must not
+    re-run the caller's main module. It prints how many events it has folded, page by page.
+    """
+
+    def __init__(self, engine: ProjectionEngine, upto: int) -> None:
+        self._folded = 0
+        self._process = subprocess.Popen(  # noqa: S603 (this interpreter, our module, our arguments)
+            [sys.executable, "-m", "projections.engine", "fold-claims", engine.tables.prefix, str(upto),
+             str(engine.batch_size)],
+            env={**os.environ, "LEDGER_DATABASE_URL": engine.ledger.database.url},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self._stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read_progress, name="rebuild-claims-progress", daemon=True),
+            threading.Thread(target=self._read_errors, name="rebuild-claims-errors", daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read_progress(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            with contextlib.suppress(ValueError):
+                self._folded = int(line)
+
+    def _read_errors(self) -> None:
+        assert self._process.stderr is not None
+        for line in self._process.stderr:
+            self._stderr.append(line.rstrip())
+            del self._stderr[:-20]
+
+    def folded(self) -> int:
+        return self._folded
+
+    def check(self) -> None:
+        """Raise what the process failed with, if it has."""
+        if self._process.poll() not in (0, None):
+            self._fail()
+
+    def wait(self, on_page: Callable[[int], None]) -> int:
+        while True:
+            try:
+                self._process.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                on_page(self._folded)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        if self._process.returncode != 0:
+            self._fail()
+        on_page(self._folded)
+        return self._folded
+
+    def _fail(self) -> None:
+        for reader in self._readers:
+            reader.join(timeout=5)
+        why = self._stderr[-1] if self._stderr else f"it exited with code {self._process.returncode}"
+        raise RuntimeError(f"folding claims in a second process failed: {why}")
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+
+
+def _fold_claims_main(argv: list[str]) -> int:
+    """The second process of a bulk load: ``fold-claims PREFIX UPTO BATCH_SIZE``."""
+    from domain.settings import Database
+
+    if len(argv) != 4 or argv[0] != "fold-claims":
+        print("usage: python -m projections.engine fold-claims PREFIX UPTO BATCH_SIZE", file=sys.stderr)
+        return 2
+    prefix, upto, batch_size = argv[1], int(argv[2]), int(argv[3])
+    ledger = Ledger(Database.from_url())
+    store = ReadStore(ledger.database, pool_size=2)
+    try:
+        engine = ProjectionEngine(ledger, store, prefix=prefix, batch_size=batch_size)
+        with _no_cycle_collection(), engine._bulk_pragmas():
+            engine.fold_claims(upto, lambda n: print(n, flush=True))
+    finally:
+        store.close()
+        ledger.close()
+    return 0
 
 
 class _Waker:
@@ -498,3 +784,7 @@ def ledger_connect_kwargs(ledger: Ledger) -> dict[str, object]:
 
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+if __name__ == "__main__":
+    sys.exit(_fold_claims_main(sys.argv[1:]))

@@ -1,6 +1,7 @@
 """The read-model tables, named by a prefix so a rebuild can fill new ones beside the live ones.
 
-Live tables start with ``rm_``; a rebuild fills ``rb_`` tables and swaps them in. Index
+Live tables start with ``rm_``; a rebuild fills ``rb_`` tables and swaps them in (the live ones
+become ``rt_`` tables, dropped once the swap has committed). Index
 names carry a generation number because index names are per schema, not per table.
 """
 
@@ -12,6 +13,7 @@ from projections.db import Cursor
 
 LIVE = "rm_"
 REBUILD = "rb_"
+RETIRED = "rt_"  # the tables a rebuild swapped out, until they are dropped
 BASES = ("claims", "subjects", "stances", "history", "tracking", "search")
 
 
@@ -50,8 +52,11 @@ class Tables:
             names.append(self.search)
         return names
 
-    def create(self, cur: Cursor, generation: int) -> None:
-        g = f"g{generation}"
+    def create(self, cur: Cursor, generation: int, *, indexes: bool = True) -> None:
+        """The tables, unless they exist; `indexes=False` leaves out the secondary indexes
+        (a rebuild fills the tables first and builds its indexes by sorting, which is faster)."""
+        if self._exists(cur):  # its indexes may carry another generation's names: keep them
+            return
         pg = cur.backend == "postgres"
         big = "BIGINT" if pg else "INTEGER"
         tsv = (
@@ -59,47 +64,75 @@ class Tables:
         )
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {self.claims} ("
-            " claim_id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, statement TEXT NOT NULL,"
+            " claim_id TEXT PRIMARY KEY, key TEXT NOT NULL, statement TEXT NOT NULL,"
             " language TEXT NOT NULL, status TEXT NOT NULL, view TEXT NOT NULL,"
             f" version INTEGER NOT NULL, reg_position {big} NOT NULL, position {big} NOT NULL,"
             f" registered_at TEXT NOT NULL, updated_at TEXT NOT NULL{tsv})"
         )
-        cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.claims}_status ON {self.claims} (status, reg_position)")
-        cur.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{g}_{self.claims}_reg ON {self.claims} (reg_position)")
-        if pg:
-            cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.claims}_tsv ON {self.claims} USING GIN (tsv)")
-        else:
+        if not pg:
             cur.execute(
                 f"CREATE VIRTUAL TABLE IF NOT EXISTS {self.search} USING fts5("
                 "statement, claim_id UNINDEXED, tokenize='unicode61 remove_diacritics 2')"
             )
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {self.subjects} ("
-            f" subject TEXT NOT NULL, claim_id TEXT NOT NULL, reg_position {big} NOT NULL,"
-            " PRIMARY KEY (subject, claim_id))"
+            f" subject TEXT NOT NULL, claim_id TEXT NOT NULL, reg_position {big} NOT NULL)"
         )
-        cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.subjects}_pos ON {self.subjects} (subject, reg_position)")
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {self.stances} ("
             " holder_id TEXT NOT NULL, claim_id TEXT NOT NULL, party_id TEXT NOT NULL,"
             f" stance TEXT NOT NULL, act_id TEXT NOT NULL, said_at TEXT, reg_position {big} NOT NULL,"
-            " item TEXT NOT NULL, PRIMARY KEY (holder_id, claim_id))"
+            " item TEXT NOT NULL)"
         )
-        cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.stances}_claim ON {self.stances} (claim_id)")
-        cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.stances}_party ON {self.stances} (party_id)")
-        cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.stances}_pos ON {self.stances} (holder_id, reg_position)")
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {self.history} ("
             f" position {big} PRIMARY KEY, claim_id TEXT NOT NULL, version INTEGER NOT NULL,"
             " type TEXT NOT NULL, act_id TEXT, hash TEXT NOT NULL, body TEXT NOT NULL)"
         )
         cur.execute(
-            f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{g}_{self.history}_claim ON {self.history} (claim_id, version)"
-        )
-        cur.execute(
             f"CREATE TABLE IF NOT EXISTS {self.tracking} (name TEXT PRIMARY KEY, position {big} NOT NULL,"
             " generation INTEGER NOT NULL)"
         )
+
+        if indexes:
+            self.create_history_index(cur, generation)
+            self.create_indexes(cur, generation)
+
+    def create_history_index(self, cur: Cursor, generation: int) -> None:
+        """The index that reads a claim's history in version order (and keeps versions unique)."""
+        cur.execute(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS ix_g{generation}_{self.history}_claim"
+            f" ON {self.history} (claim_id, version)"
+        )
+
+    def create_indexes(self, cur: Cursor, generation: int) -> None:
+        """Every other index, the unique ones that key the claim, subject and stance rows
+        included (built after a rebuild's load, by sorting, rather than row by row)."""
+        g = f"g{generation}"
+        cur.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{g}_{self.claims}_key ON {self.claims} (key)")
+        cur.execute(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{g}_{self.subjects}_key ON {self.subjects} (subject, claim_id)"
+        )
+        cur.execute(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{g}_{self.stances}_key ON {self.stances} (holder_id, claim_id)"
+        )
+        cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.claims}_status ON {self.claims} (status, reg_position)")
+        cur.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{g}_{self.claims}_reg ON {self.claims} (reg_position)")
+        if cur.backend == "postgres":
+            cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.claims}_tsv ON {self.claims} USING GIN (tsv)")
+        cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.subjects}_pos ON {self.subjects} (subject, reg_position)")
+        cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.stances}_claim ON {self.stances} (claim_id)")
+        cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.stances}_party ON {self.stances} (party_id)")
+        cur.execute(
+            f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.stances}_pos ON {self.stances} (holder_id, reg_position)"
+        )
+
+    def _exists(self, cur: Cursor) -> bool:
+        if cur.backend == "postgres":
+            row = cur.execute("SELECT to_regclass(?) IS NOT NULL", (self.tracking,)).fetchone()
+            return bool(row and row[0])
+        row = cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.tracking,)).fetchone()
+        return row is not None
 
     def drop(self, cur: Cursor) -> None:
         for name in self.all(cur.backend):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.commands import RecordAct, RegisterClaim
+from projections import engine as engine_module
 from projections.db import Cursor
 from projections.engine import ProjectionEngine
+from projections.fixtures import import_fixture
+from projections.generator import generate, write_fixture
 from projections.runtime import Runtime
 from tests.conftest import drop_schema, new_database_url
 from tests.story import CLAIM_KEY, ELTON, PESKOV, PUTIN, STATEMENT, elton_asserts, peskov_denies
@@ -283,3 +287,46 @@ def test_rebuild_swaps_in_new_tables_while_reads_keep_answering(runtime: Runtime
     runtime.engine.catch_up()
     assert runtime.read.claim(CLAIM_KEY)["status"] == "denied"  # type: ignore[index]
     assert json.loads(json.dumps(runtime.read.feed(0, 10)))[3]["body"]["type"] == "Retracted"
+
+
+@pytest.mark.parametrize("batch_size", [7, 10_000])
+def test_a_rebuild_folding_claims_in_a_second_process_equals_the_incremental_projection(
+    runtime: Runtime, tmp_path: Path, batch_size: int
+) -> None:
+    """The parallel rebuild (the claims folded by a subprocess while this one writes the
+    history), with pages that cut claims' histories in two (7) and whole ones (10,000)."""
+    fixture = tmp_path / "generated.jsonl"
+    write_fixture(fixture, generate(60, seed=7))
+    events = import_fixture(runtime.ledger, fixture).events
+    assert events > 500
+    assert runtime.engine.catch_up() == events
+    incremental = snapshot(runtime)
+    runtime.engine.parallel_from = 1
+    runtime.engine.batch_size = batch_size
+    fresh_progress: list[tuple[int, int]] = []
+    assert runtime.engine.rebuild(progress=lambda done, total: fresh_progress.append((done, total))) == events
+    assert snapshot(runtime) == incremental
+    assert fresh_progress[-1] == (events, events)
+    assert [done for done, _ in fresh_progress] == sorted(done for done, _ in fresh_progress)
+
+
+def test_a_killed_second_process_fails_the_rebuild_and_leaves_the_live_tables(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_story(runtime)
+    runtime.engine.catch_up()
+    before = snapshot(runtime)
+    runtime.engine.parallel_from = 1
+    start = engine_module._ClaimFolder.__init__
+
+    def start_then_kill(self: Any, *args: Any) -> None:  # as the OOM killer would
+        start(self, *args)
+        self._process.kill()
+
+    monkeypatch.setattr(engine_module._ClaimFolder, "__init__", start_then_kill)
+    with pytest.raises(RuntimeError, match="folding claims in a second process failed: it exited with code -9"):
+        runtime.engine.rebuild()
+    monkeypatch.undo()
+    assert snapshot(runtime) == before
+    assert runtime.engine.rebuild() == 3
+    assert snapshot(runtime) == before
