@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -208,6 +209,7 @@ class ProjectionEngine:
         self.gap_wait = gap_wait
         self.cache_size = cache_size
         self.parallel_from = parallel_from
+        self.helper_peak_rss_mib = 0.0  # peak RSS of the last bulk load's second process (0: none)
         self._folds: OrderedDict[str, ClaimFold] = OrderedDict()
         self._generation = -1
         self._gaps_seen: dict[int, float] = {}
@@ -317,6 +319,7 @@ class ProjectionEngine:
                     folded = self.fold_claims(upto, lambda n: _report(progress, done, n, upto))
                 else:
                     folded = folder.wait(lambda n: _report(progress, done, n, upto))
+                    self.helper_peak_rss_mib = folder.peak_rss_mib
             finally:
                 if folder is not None:
                     folder.stop()
@@ -633,6 +636,7 @@ class ProjectionEngine:
                     cur.execute(f"DROP TABLE IF EXISTS {name}")
         finally:
             fresh.stop()
+        self.helper_peak_rss_mib = fresh.helper_peak_rss_mib
         self._folds.clear()
         return applied
 
@@ -658,6 +662,7 @@ class _ClaimFolder:
 
     def __init__(self, engine: ProjectionEngine, upto: int) -> None:
         self._folded = 0
+        self.peak_rss_mib = 0.0  # the process's own peak, as it reports it when done
         self._process = subprocess.Popen(  # noqa: S603 (this interpreter, our module, our arguments)
             [sys.executable, "-m", "projections.engine", "fold-claims", engine.tables.prefix, str(upto),
              str(engine.batch_size)],
@@ -676,7 +681,10 @@ class _ClaimFolder:
         assert self._process.stdout is not None
         for line in self._process.stdout:
             with contextlib.suppress(ValueError):
-                self._folded = int(line)
+                if line.startswith("peak-rss-kib "):
+                    self.peak_rss_mib = int(line.split()[1]) / 1024
+                else:
+                    self._folded = int(line)
 
     def _read_errors(self) -> None:
         assert self._process.stderr is not None
@@ -735,6 +743,9 @@ def _fold_claims_main(argv: list[str]) -> int:
     finally:
         store.close()
         ledger.close()
+    with contextlib.suppress(OSError, StopIteration, IndexError):  # VmHWM: Linux's peak RSS of this process
+        status = Path("/proc/self/status").read_text().splitlines()
+        print("peak-rss-kib", next(line for line in status if line.startswith("VmHWM:")).split()[1], flush=True)
     return 0
 
 

@@ -306,6 +306,7 @@ def test_a_rebuild_folding_claims_in_a_second_process_equals_the_incremental_pro
     fresh_progress: list[tuple[int, int]] = []
     assert runtime.engine.rebuild(progress=lambda done, total: fresh_progress.append((done, total))) == events
     assert snapshot(runtime) == incremental
+    assert runtime.engine.helper_peak_rss_mib > 10  # the second process reported its peak memory
     assert fresh_progress[-1] == (events, events)
     assert [done for done, _ in fresh_progress] == sorted(done for done, _ in fresh_progress)
 

@@ -24,7 +24,8 @@ def rebuild(url: str) -> dict[str, float]:
     try:
         started = time.perf_counter()
         applied = runtime.engine.rebuild()
-        return {"events": applied, "seconds": time.perf_counter() - started}
+        seconds = time.perf_counter() - started
+        return {"events": applied, "seconds": seconds, "helper_peak_rss_mib": runtime.engine.helper_peak_rss_mib}
     finally:
         runtime.close()
 

@@ -53,7 +53,7 @@ def rebuild_large(ctx: Context) -> list[Figure]:
         4, name, data=f"{small_events:,} -> {large_events:,} events", ours=ctx.peak_rss["large"], unit="MiB",
         baseline=ctx.peak_rss["small"], baseline_name=f"the same rebuild at {size_label(small)}",
         goal=goal if not ctx.quick else f"{goal}: judged by the full run", met=None if ctx.quick else growth <= FLAT,
-        notes=f"{_quick_note(ctx)}{ctx.large_note}VmHWM of the rebuild process (its ru_maxrss would include "
+        notes=f"{_quick_note(ctx)}{ctx.large_note}VmHWM of the rebuild process plus its claim-folding process (ru_maxrss would include "
         "the benchmark's own, inherited across fork)",
     ))
     return figures
@@ -75,7 +75,7 @@ def _rebuild_figure(ctx: Context, backend: str, dataset: Dataset, large: bool = 
         unit="events/s", baseline=scan_rate, baseline_name="raw scan of the notification log",
         goal=f">= {REBUILD_GOALS[backend]:,}/s", met=rate >= REBUILD_GOALS[backend],
         notes=f"{_quick_note(ctx)}{ctx.large_note if large else ''}`ProjectionEngine.rebuild` in a subprocess; "
-        f"peak RSS {peak:.0f} MiB (raw scan {scan_peak:.0f} MiB)",
+        f"peak RSS {peak:.0f} MiB, both processes' peaks added (raw scan {scan_peak:.0f} MiB)",
     )
 
 
@@ -89,7 +89,9 @@ def _rebuild(ctx: Context, dataset: Dataset) -> tuple[float, float, float, float
         )
     scan_rate = scan["events"] / scan["seconds"]
     ctx.scans[dataset.url] = scan_rate
-    return built["events"] / built["seconds"], scan_rate, built_proc.max_rss_mib, scan_proc.max_rss_mib
+    # A big log's claims are folded by a second process (two cores): its memory counts too.
+    peak = built_proc.max_rss_mib + float(built.get("helper_peak_rss_mib", 0))
+    return built["events"] / built["seconds"], scan_rate, peak, scan_proc.max_rss_mib
 
 
 # Row 5.
