@@ -138,6 +138,10 @@ class ReadStore:
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Debian builds SQLite to overwrite every freed page (secure_delete=1): dropping a
+            # rebuild's retired tables would write them all again. FAST zeroes freed content
+            # only where that costs no extra I/O; the read models hold nothing secret anyway.
+            conn.execute("PRAGMA secure_delete=FAST")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
         return conn
