@@ -313,7 +313,9 @@ class ProjectionEngine:
             folder = _ClaimFolder(self, upto) if upto >= self.parallel_from else None
             try:
                 done = self._load_log(upto, progress, folder)
-                log.info("rebuild: %d events into history and the Merkle log at %.2f s", done,
+                with self.store.transaction() as cur:  # while the claims are still being folded
+                    self.tables.create_history_index(cur, generation)
+                log.info("rebuild: %d events into history and the Merkle log, indexed, at %.2f s", done,
                          time.perf_counter() - began)
                 if folder is None:
                     folded = self.fold_claims(upto, lambda n: _report(progress, done, n, upto))
@@ -325,7 +327,6 @@ class ProjectionEngine:
                     folder.stop()
             log.info("rebuild: %d events folded into claims at %.2f s", folded, time.perf_counter() - began)
             with self.store.transaction() as cur:
-                self.tables.create_history_index(cur, generation)
                 self.tables.create_indexes(cur, generation)
                 cur.execute(f"UPDATE {self.tables.tracking} SET position = ? WHERE name = ?", (upto, TRACKING_NAME))
             log.info("rebuild: indexed at %.2f s", time.perf_counter() - began)
