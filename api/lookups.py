@@ -105,7 +105,9 @@ class Lookups:
     async def _pg_rows(self, sql: str, params: Sequence[Any]) -> list[Row]:
         statement = self._sql.get(sql)
         if statement is None:
-            statement = self._sql[sql] = sql.replace("?", "%s")
+            # Every parameter here is a list: sent in binary, psycopg does not escape each
+            # element with a regular expression, as it does for a text array.
+            statement = self._sql[sql] = sql.replace("?", "%b")
         for attempt in range(2):
             conn = await self._acquire()
             try:

@@ -82,7 +82,8 @@ class Cursor:
             return
         names = ", ".join(columns)
         if self.backend == "postgres":
-            arrays = ", ".join(f"%s::{kind}[]" for kind in pg_types)
+            # Binary arrays: in text, psycopg escapes every element with a regular expression.
+            arrays = ", ".join(f"%b::{kind}[]" for kind in pg_types)
             self.raw.execute(
                 f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {on_conflict}",
                 [list(column) for column in zip(*rows, strict=True)],
