@@ -21,6 +21,9 @@ from domain.errors import StoreUnavailable
 from domain.settings import Database
 
 Params = Sequence[Any]
+# Fewer rows go in one multi-row INSERT: COPY costs an extra round trip, which a small
+# batch of the live projection engine would notice.
+COPY_FROM_ROWS = 100
 MULTI_ROW = re.compile(r"(?is)^(\s*INSERT\s.*?\sVALUES\s*)(\([?,\s]*\))(\s*(?:ON\s+CONFLICT\s.*)?)$")
 
 
@@ -57,17 +60,21 @@ class Cursor:
             self.raw.execute(f"{head}{values}{tail}", [v for row in part for v in row])
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
-        """Bulk-insert plain rows: COPY on PostgreSQL, executemany on SQLite."""
+        """Bulk-insert plain rows: COPY on PostgreSQL (a multi-row INSERT for a few), executemany on SQLite."""
         if not rows:
             return
         names = ", ".join(columns)
-        if self.backend == "postgres":
+        if self.backend == "postgres" and len(rows) >= COPY_FROM_ROWS:
             with self.raw.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
             return
         marks = ", ".join("?" * len(columns))
-        self.raw.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+        sql = f"INSERT INTO {table} ({names}) VALUES ({marks})"
+        if self.backend == "postgres":
+            self.executemany(sql, rows)
+        else:
+            self.raw.executemany(sql, rows)
 
     def upsert_rows(
         self, table: str, columns: Sequence[str], pg_types: Sequence[str], rows: Sequence[Params], on_conflict: str

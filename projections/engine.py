@@ -739,7 +739,7 @@ def _fold_claims_main(argv: list[str]) -> int:
     store = ReadStore(ledger.database, pool_size=2)
     try:
         engine = ProjectionEngine(ledger, store, prefix=prefix, batch_size=batch_size)
-        with _no_cycle_collection(), engine._bulk_pragmas():
+        with _no_cycle_collection():  # no bigger page cache: this process builds no index
             engine.fold_claims(upto, lambda n: print(n, flush=True))
     finally:
         store.close()
