@@ -13,8 +13,8 @@ from typing import Any, NamedTuple, cast
 from uuid import UUID
 
 import orjson
-from eventsourcing.application import AggregateNotFoundError, Application, Cache
-from eventsourcing.persistence import IntegrityError, Notification, PersistenceError, StoredEvent
+from eventsourcing.application import AggregateNotFoundError, Application, Cache, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, Notification, PersistenceError, Recording, StoredEvent
 from eventsourcing.utils import get_topic
 
 from domain.canonical import body_text
@@ -153,7 +153,7 @@ class Ledger(Application[UUID]):
                 self._cache_claims(batch.loaded())
                 return outcomes
             try:
-                recordings = self.save(*touched)
+                recordings = self._save_claims(touched)
             except IntegrityError:
                 self._forget_claims([claim.id for claim in touched])
                 time.sleep(0.001 * (attempt + 1))
@@ -339,6 +339,20 @@ class Ledger(Application[UUID]):
             for claim_id in claim_ids:
                 with contextlib.suppress(KeyError):
                     cache.get(claim_id, evict=True)
+
+    def _save_claims(self, claims: Sequence[Claim]) -> list[Recording[UUID]]:
+        """`Application.save` for claims: the same steps, without its two isinstance checks
+        per aggregate against runtime Protocols (on Python 3.11 they cost about as much as
+        creating the aggregate's event; a batch of 32 writes spent 2 ms on them)."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for claim in claims:
+            processing_event.events.extend(claim.collect_events())
+            processing_event.aggregates[claim.id] = claim
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # the library's deprecated hook, as save() calls it
+        return recordings
 
     def _get_or_none(self, claim_id: UUID) -> Claim | None:
         try:

@@ -110,7 +110,7 @@ def test_a_batch_that_fails_midway_leaves_nothing_of_itself_in_the_cached_claims
                    act("retract", {"retracts": "elton-instagram", "party": story.ELTON, "act_id": "r1"})])
     monkeypatch.undo()
     assert a.execute_one(act("deny", story.peskov_denies())).version == 3
-    monkeypatch.setattr(a, "save", lambda *claims: (_ for _ in ()).throw(PersistenceError("the store went away")))
+    monkeypatch.setattr(a, "_save_claims", lambda claims: (_ for _ in ()).throw(PersistenceError("the store went away")))
     with pytest.raises(StoreUnavailable):
         a.execute_one(act("assert", story.elton_asserts(act_id="also-unsaved")))
     monkeypatch.undo()
