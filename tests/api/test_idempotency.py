@@ -150,6 +150,14 @@ def idempotency(database_url: str) -> Iterator[IdempotencyStore]:
     store.close()
 
 
+@pytest.fixture
+def other_process(database_url: str) -> Iterator[IdempotencyStore]:
+    """The same table seen through connections of its own, as another API process sees it."""
+    store = ReadStore(Database.from_url(database_url), pool_size=1)
+    yield IdempotencyStore(store)
+    store.close()
+
+
 class Write:
     """A write that counts its calls and answers, raises, or first runs `meanwhile`."""
 
@@ -207,16 +215,12 @@ def test_a_key_reserved_for_the_same_request_is_written_and_the_reservation_comp
 
 
 def test_the_first_identical_request_to_complete_the_reservation_is_the_response_kept(
-    idempotency: IdempotencyStore, database_url: str,
+    idempotency: IdempotencyStore, other_process: IdempotencyStore,
 ) -> None:
     first = {"act_id": "a1", "version": 2, "position": 2}
-    other_process = IdempotencyStore(ReadStore(Database.from_url(database_url), pool_size=1))
-    try:
-        assert idempotency.reserve(SCOPE, KEY, "fp")
-        write = Write(200, meanwhile=lambda: other_process.keep(SCOPE, KEY, KeptResponse(201, first, "fp")))
-        response, replayed = idempotency.run(SCOPE, KEY, "fp", write)
-    finally:
-        other_process.store.close()
+    assert idempotency.reserve(SCOPE, KEY, "fp")
+    write = Write(200, meanwhile=lambda: other_process.keep(SCOPE, KEY, KeptResponse(201, first, "fp")))
+    response, replayed = idempotency.run(SCOPE, KEY, "fp", write)
     assert (response, replayed) == (KeptResponse(201, first, "fp"), True)
     assert idempotency.lookup(SCOPE, KEY) == KeptResponse(201, first, "fp")
 
@@ -248,18 +252,14 @@ def test_a_write_that_may_have_been_recorded_keeps_its_key_reserved_for_its_retr
 
 
 def test_an_identical_request_refused_after_the_first_was_kept_answers_with_the_kept_response(
-    idempotency: IdempotencyStore, database_url: str,
+    idempotency: IdempotencyStore, other_process: IdempotencyStore,
 ) -> None:
     """Two identical writes with If-Match: the second sees the claim moved on (412), by the first."""
     first = {"act_id": "a1", "version": 4, "position": 9}
-    other_process = IdempotencyStore(ReadStore(Database.from_url(database_url), pool_size=1))
-    try:
-        assert idempotency.reserve(SCOPE, KEY, "fp")
-        write = Write(raises=VersionMismatch(3, 4),
-                      meanwhile=lambda: other_process.keep(SCOPE, KEY, KeptResponse(201, first, "fp")))
-        assert idempotency.run(SCOPE, KEY, "fp", write) == (KeptResponse(201, first, "fp"), True)
-    finally:
-        other_process.store.close()
+    assert idempotency.reserve(SCOPE, KEY, "fp")
+    write = Write(raises=VersionMismatch(3, 4),
+                  meanwhile=lambda: other_process.keep(SCOPE, KEY, KeptResponse(201, first, "fp")))
+    assert idempotency.run(SCOPE, KEY, "fp", write) == (KeptResponse(201, first, "fp"), True)
 
 
 def test_a_refused_request_leaves_a_reservation_it_does_not_hold(idempotency: IdempotencyStore) -> None:
