@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +22,8 @@ from domain.errors import StoreUnavailable
 from domain.settings import Database
 
 Params = Sequence[Any]
+# A pooled connection unused for longer than this is checked before it is handed out.
+CHECK_IDLE_SECONDS = 1.0
 # Fewer rows go in one multi-row INSERT: COPY costs an extra round trip, which a small
 # batch of the live projection engine would notice.
 COPY_FROM_ROWS = 100
@@ -33,6 +36,22 @@ class Cursor:
     def __init__(self, raw: Any, backend: str) -> None:
         self.raw = raw
         self.backend = backend
+        self.pipelined = False
+
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """On PostgreSQL, statements sent without waiting for each one's answer (psycopg's
+        pipeline mode) until a result is read or the block ends; errors surface by then at
+        the latest. COPY cannot run in a pipeline: rows go by INSERT instead."""
+        if self.backend != "postgres":
+            yield
+            return
+        self.pipelined = True
+        try:
+            with self.raw.connection.pipeline():
+                yield
+        finally:
+            self.pipelined = False
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.backend == "postgres" else sql
@@ -59,15 +78,31 @@ class Cursor:
             values = ",".join([group] * len(part))
             self.raw.execute(f"{head}{values}{tail}", [v for row in part for v in row])
 
-    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
-        """Bulk-insert plain rows: COPY on PostgreSQL (a multi-row INSERT for a few), executemany on SQLite."""
+    def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Params], pg_types: Sequence[str] | None = None,
+    ) -> None:
+        """Bulk-insert plain rows: COPY on PostgreSQL, executemany on SQLite.
+
+        A few rows on PostgreSQL (fewer than COPY_FROM_ROWS) go in one INSERT instead,
+        sparing COPY's extra round trip: as one binary array per column through
+        ``unnest`` when the columns' `pg_types` are given (a statement whose text never
+        changes, so the driver parses it once and the server prepares it), else as a
+        multi-row VALUES list.
+        """
         if not rows:
             return
         names = ", ".join(columns)
-        if self.backend == "postgres" and len(rows) >= COPY_FROM_ROWS:
+        if self.backend == "postgres" and len(rows) >= COPY_FROM_ROWS and not (self.pipelined and pg_types):
             with self.raw.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
+            return
+        if self.backend == "postgres" and pg_types is not None:
+            arrays = ", ".join(f"%b::{kind}[]" for kind in pg_types)
+            self.raw.execute(
+                f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})",
+                [list(column) for column in zip(*rows, strict=True)],
+            )
             return
         marks = ", ".join("?" * len(columns))
         sql = f"INSERT INTO {table} ({names}) VALUES ({marks})"
@@ -99,6 +134,26 @@ class Cursor:
         marks = ", ".join("?" * len(columns))
         self.raw.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {on_conflict}", rows)
 
+    def delete_pairs(self, table: str, columns: tuple[str, str], pairs: Sequence[tuple[str, str]]) -> None:
+        """Delete the rows whose two text `columns` hold one of `pairs`."""
+        if not pairs:
+            return
+        a, b = columns
+        if self.backend == "postgres":
+            self.raw.execute(
+                f"DELETE FROM {table} WHERE ({a}, {b}) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
+                [list(column) for column in zip(*pairs, strict=True)],
+            )
+            return
+        self.raw.executemany(f"DELETE FROM {table} WHERE {a} = ? AND {b} = ?", pairs)
+
+    def in_list(self, column: str, values: Sequence[str]) -> tuple[str, Params]:
+        """A condition `column` is one of `values` (text), and its parameters: on PostgreSQL
+        one binary array, so the statement's text is the same whatever the count."""
+        if self.backend == "postgres":
+            return f"{column} = ANY(%b::text[])", (list(values),)
+        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+
     def fetchone(self) -> tuple[Any, ...] | None:
         row = self.raw.fetchone()
         return None if row is None else tuple(row)
@@ -109,6 +164,16 @@ class Cursor:
     @property
     def rowcount(self) -> int:
         return int(self.raw.rowcount)
+
+
+def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check of a connection it hands out: a round trip to the server, made only
+    when the connection sat unused for a while. One in steady use is known to be alive (were
+    it not, its last use would have failed and the pool would have thrown it away), so a
+    busy engine or API does not pay a ping per transaction; after an outage every idle
+    connection is checked again before its next use."""
+    if time.monotonic() - getattr(conn, "_claims_used_at", 0.0) > CHECK_IDLE_SECONDS:
+        ConnectionPool.check_connection(conn)
 
 
 class ReadStore:
@@ -128,7 +193,7 @@ class ReadStore:
                     " -c idle_in_transaction_session_timeout=60000",
                 },
                 min_size=1, max_size=pool_size, timeout=5, open=True,
-                check=ConnectionPool.check_connection,
+                check=_check_if_idle,
             )
 
     def close(self) -> None:
@@ -155,13 +220,22 @@ class ReadStore:
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
-        """A write transaction: everything in it commits together or not at all."""
+    def transaction(self, *, durable: bool = True) -> Iterator[Cursor]:
+        """A write transaction: everything in it commits together or not at all.
+
+        `durable=False`, on PostgreSQL, commits without waiting for the write-ahead log to
+        reach the disk (synchronous_commit off): a crash of the server may then lose the
+        last such transactions, each whole, never part of one. For rows that can be made
+        again from the log, kept with the position they were made up to, that loses no
+        data (they are made again), and it leaves the disk's flushes to the ledger's writes.
+        """
         if self.backend == "sqlite":
             with self._sqlite_transaction("BEGIN IMMEDIATE", commit=True) as cur:
                 yield cur
             return
         with self._postgres_transaction(read_only=False) as cur:
+            if not durable:
+                cur.execute("SET LOCAL synchronous_commit TO OFF")
             yield cur
 
     @contextmanager
@@ -204,6 +278,7 @@ class ReadStore:
                 finally:
                     if read_only and not pg.closed:
                         pg.read_only = False
+                    pg._claims_used_at = time.monotonic()  # type: ignore[attr-defined]
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             raise StoreUnavailable(f"the read-model database is unreachable: {e}") from e
         except PoolTimeout as e:

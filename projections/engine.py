@@ -31,7 +31,7 @@ from domain.fold import ClaimFold
 from domain.ledger import Ledger, LoggedEvent
 from projections.db import Cursor, ReadStore
 from projections.log import ClaimKey, LogScanner
-from projections.merkle import MerkleLog
+from projections.merkle import MerkleLog, MerkleTip
 from projections.tables import LIVE, REBUILD, RETIRED, Tables
 
 log = logging.getLogger("claims.projections")
@@ -46,6 +46,9 @@ class ProjectedFold(ClaimFold):
     """The fold without each act's data: the engine caches thousands of these."""
 
     keeps_data = False
+    reg_position = 0  # the log position of the claim's registration, once the engine has it
+    # The claim's stance rows as the engine last wrote them, by holder (None: not known).
+    stance_rows: dict[str, tuple[Any, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,14 @@ def row_of(event: LoggedEvent) -> Row:
 
 
 HISTORY_COLUMNS = ("position", "claim_id", "version", "type", "act_id", "hash", "body")
+HISTORY_PG_TYPES = ("bigint", "text", "int", "text", "text", "text", "text")
 CLAIM_COLUMNS = ("claim_id", "key", "statement", "language", "status", "view", "version", "reg_position",
                  "position", "registered_at", "updated_at")
 CLAIM_PG_TYPES = ("text", "text", "text", "text", "text", "text", "int", "bigint", "bigint", "text", "text")
 STANCE_COLUMNS = ("holder_id", "claim_id", "party_id", "stance", "act_id", "said_at", "reg_position", "item")
+STANCE_PG_TYPES = ("text", "text", "text", "text", "text", "text", "bigint", "text")
+SUBJECT_COLUMNS = ("subject", "claim_id", "reg_position")
+SUBJECT_PG_TYPES = ("text", "text", "bigint")
 
 
 def _claim_row(claim_id: str, v: dict[str, Any], reg_position: int, position: int) -> tuple[Any, ...]:
@@ -210,12 +217,16 @@ class ProjectionEngine:
         self.cache_size = cache_size
         self.parallel_from = parallel_from
         self.helper_peak_rss_mib = 0.0  # peak RSS of the last bulk load's second process (0: none)
-        self._folds: OrderedDict[str, ClaimFold] = OrderedDict()
+        self._folds: OrderedDict[str, ProjectedFold] = OrderedDict()
         self._generation = -1
         self._gaps_seen: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._position = 0
+        # What the last batch committed: the position the next one starts after (None:
+        # read it), and the Merkle log's tip there (position, generation, tip).
+        self._start: int | None = None
+        self._tip: tuple[int, int, MerkleTip] | None = None
         self._scanner = LogScanner(ledger)
         self.events_applied = 0
 
@@ -259,7 +270,14 @@ class ProjectionEngine:
 
     def process_batch(self) -> tuple[int, bool]:
         """One batch. Returns (events applied, whether it stopped at a fresh gap)."""
-        start = self._read_position()
+        done = self._batch_from(self._start if self._start is not None else self._read_position())
+        if done is None:  # another engine had moved the position: go on from where it is now
+            done = self._batch_from(self._read_position() if self._start is None else self._start)
+        return done or (0, False)
+
+    def _batch_from(self, start: int) -> tuple[int, bool] | None:
+        """A batch after `start`, the position this engine expects to find; None when it
+        finds another (another engine or a rebuild's swap moved it), which it then expects."""
         logged = self._scanner.read(start, self.batch_size)
         if not logged:
             return 0, False
@@ -268,22 +286,31 @@ class ProjectionEngine:
             return 0, waiting
         rows = [row_of(e) for e in usable]
         try:
-            with self.store.transaction() as cur:
+            # Not durable: a crash of PostgreSQL may lose the batch, with its position; the
+            # engine then applies it again.
+            with self.store.transaction(durable=False) as cur:
                 position, generation = self._tracking(cur, lock=True)
                 if generation != self._generation:
                     self._folds.clear()
                     self._generation = generation
-                if position != start:  # another engine moved on: start again from there
-                    return 0, False
-                self.apply(cur, rows)
-                cur.execute(
-                    f"UPDATE {self.tables.tracking} SET position = ? WHERE name = ?",
-                    (rows[-1].position, TRACKING_NAME),
-                )
+                if position != start:
+                    self._start = position
+                    return None
+                # Under the tracking row's lock, at the position this engine last committed
+                # (and in the same generation of tables): the Merkle log is as it left it.
+                tip = self._tip if self._tip is not None and self._tip[:2] == (start, generation) else None
+                with cur.pipeline():
+                    new_tip = self.apply(cur, rows, tip[2] if tip else None)
+                    cur.execute(
+                        f"UPDATE {self.tables.tracking} SET position = ? WHERE name = ?",
+                        (rows[-1].position, TRACKING_NAME),
+                    )
         except BaseException:
             self._folds.clear()  # they may hold this batch's uncommitted effects
+            self._start = self._tip = None
             raise
-        self._position = rows[-1].position
+        self._start = self._position = rows[-1].position
+        self._tip = (self._start, generation, new_tip)
         self.events_applied += len(rows)
         return len(rows), waiting
 
@@ -441,11 +468,12 @@ class ProjectionEngine:
         return logged, False
 
     # Applying events.
-    def apply(self, cur: Cursor, rows: Sequence[Row]) -> None:
+    def apply(self, cur: Cursor, rows: Sequence[Row], tip: MerkleTip | None = None) -> MerkleTip:
+        """Apply events in log order; returns the Merkle log's new tip (`tip`: its current one, if known)."""
         self._load_folds(cur, {r.claim_id for r in rows if r.claim_id not in self._folds})
         self._insert_history(cur, rows)
-        self.merkle.append(cur, [(r.position, r.hash) for r in rows])
-        dirty: dict[str, ClaimFold] = {}
+        new_tip = self.merkle.append(cur, [(r.position, r.hash) for r in rows], tip)
+        dirty: dict[str, ProjectedFold] = {}
         registered: list[tuple[str, ClaimFold, int]] = []
         for r in rows:
             fold = self._folds.get(r.claim_id)
@@ -459,18 +487,21 @@ class ProjectionEngine:
         reg_positions = {claim_id: pos for claim_id, _, pos in registered}
         self._write_registrations(cur, registered)
         self._write_views(cur, dirty, reg_positions, rows)
+        return new_tip
 
     def _insert_history(self, cur: Cursor, rows: Sequence[Row]) -> None:
         cur.copy_rows(
             self.tables.history, HISTORY_COLUMNS,
             [(r.position, r.claim_id, r.version, r.type, r.act_id, r.hash, r.body_text) for r in rows],
+            HISTORY_PG_TYPES,
         )
 
     def _write_registrations(self, cur: Cursor, registered: list[tuple[str, ClaimFold, int]]) -> None:
         t = self.tables
         cur.copy_rows(
-            t.subjects, ("subject", "claim_id", "reg_position"),
+            t.subjects, SUBJECT_COLUMNS,
             [(s, cid, pos) for cid, fold, pos in registered for s in fold.subjects],
+            SUBJECT_PG_TYPES,
         )
         if cur.backend == "sqlite":
             cur.executemany(
@@ -479,12 +510,17 @@ class ProjectionEngine:
             )
 
     def _write_views(
-        self, cur: Cursor, dirty: dict[str, ClaimFold], reg_positions: dict[str, int], rows: Sequence[Row]
+        self, cur: Cursor, dirty: dict[str, ProjectedFold], reg_positions: dict[str, int], rows: Sequence[Row]
     ) -> None:
         t = self.tables
         last_position = {r.claim_id: r.position for r in rows}
+        for cid, fold in dirty.items():
+            if cid not in reg_positions and fold.reg_position:
+                reg_positions[cid] = fold.reg_position
         missing = [cid for cid in dirty if cid not in reg_positions]
         reg_positions.update(self._reg_positions(cur, missing))
+        for cid, fold in dirty.items():
+            fold.reg_position = reg_positions[cid]
         views = {cid: fold.view() for cid, fold in dirty.items()}
         cur.upsert_rows(
             t.claims, CLAIM_COLUMNS, CLAIM_PG_TYPES,
@@ -492,24 +528,50 @@ class ProjectionEngine:
             "ON CONFLICT (claim_id) DO UPDATE SET status = excluded.status, view = excluded.view,"
             " version = excluded.version, position = excluded.position, updated_at = excluded.updated_at",
         )
-        with_acts = [cid for cid, fold in dirty.items() if fold.acts]
-        if not with_acts:
-            return
-        for chunk in _chunks(with_acts, 500):
-            marks = ",".join("?" * len(chunk))
-            cur.execute(f"DELETE FROM {t.stances} WHERE claim_id IN ({marks})", chunk)
-        cur.copy_rows(t.stances, STANCE_COLUMNS, [
-            row for cid in with_acts for row in _stance_rows(cid, views[cid], reg_positions[cid])
-        ])
+        self._write_stances(cur, dirty, views, reg_positions)
+
+    def _write_stances(
+        self, cur: Cursor, dirty: dict[str, ProjectedFold], views: dict[str, dict[str, Any]],
+        reg_positions: dict[str, int],
+    ) -> None:
+        """The dirty claims' stance rows: only those that changed, for a claim whose rows the
+        engine wrote last (one act changes one holder's row, unless it changes the claim's
+        status, which every row carries); every row afresh for any other."""
+        t = self.tables
+        rewrite: list[str] = []  # claims whose rows are all deleted and written again
+        gone: list[tuple[str, str]] = []  # (holder_id, claim_id) of rows no longer there
+        write: list[tuple[Any, ...]] = []
+        for cid, fold in dirty.items():
+            if not fold.acts:
+                continue
+            rows = {row[0]: row for row in _stance_rows(cid, views[cid], reg_positions[cid])}
+            old = fold.stance_rows
+            if old is None:
+                rewrite.append(cid)
+                write.extend(rows.values())
+            else:
+                write.extend(row for holder, row in rows.items() if old.get(holder) != row)
+                gone.extend((holder, cid) for holder in old if holder not in rows)
+            fold.stance_rows = rows
+        for chunk in _chunks(rewrite, 500):
+            where, params = cur.in_list("claim_id", chunk)
+            cur.execute(f"DELETE FROM {t.stances} WHERE {where}", params)
+        if gone:
+            cur.delete_pairs(t.stances, ("holder_id", "claim_id"), gone)
+        cur.upsert_rows(
+            t.stances, STANCE_COLUMNS, STANCE_PG_TYPES, write,
+            "ON CONFLICT (holder_id, claim_id) DO UPDATE SET party_id = excluded.party_id,"
+            " stance = excluded.stance, act_id = excluded.act_id, said_at = excluded.said_at,"
+            " reg_position = excluded.reg_position, item = excluded.item",
+        )
 
     def _reg_positions(self, cur: Cursor, claim_ids: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         for chunk in _chunks(claim_ids, 500):
-            marks = ",".join("?" * len(chunk))
+            where, params = cur.in_list("claim_id", chunk)
             found.update(
                 (str(cid), int(pos)) for cid, pos in cur.execute(
-                    f"SELECT claim_id, position FROM {self.tables.history}"
-                    f" WHERE version = 1 AND claim_id IN ({marks})", chunk,
+                    f"SELECT claim_id, position FROM {self.tables.history} WHERE version = 1 AND {where}", params,
                 ).fetchall()
             )
         return found
@@ -518,18 +580,17 @@ class ProjectionEngine:
         """Fold the committed history of claims not in the cache, in a few queries."""
         ids = sorted(claim_ids)
         for chunk in _chunks(ids, 500):
-            marks = ",".join("?" * len(chunk))
-            folds: dict[str, ClaimFold] = {}
+            where, params = cur.in_list("claim_id", chunk)
+            folds: dict[str, ProjectedFold] = {}
             for claim_id, body in cur.execute(
-                f"SELECT claim_id, body FROM {self.tables.history} WHERE claim_id IN ({marks})"
-                " ORDER BY claim_id, version", chunk,
+                f"SELECT claim_id, body FROM {self.tables.history} WHERE {where} ORDER BY claim_id, version", params,
             ).fetchall():
                 fold = folds.setdefault(claim_id, ProjectedFold())
                 fold.apply(orjson.loads(body))
             for claim_id in chunk:
                 self._remember(claim_id, folds.get(claim_id, ProjectedFold()))
 
-    def _reload(self, cur: Cursor, claim_id: str, version: int) -> ClaimFold:
+    def _reload(self, cur: Cursor, claim_id: str, version: int) -> ProjectedFold:
         fold = ProjectedFold()
         for (body,) in cur.execute(
             f"SELECT body FROM {self.tables.history} WHERE claim_id = ? AND version < ? ORDER BY version",
@@ -538,7 +599,7 @@ class ProjectionEngine:
             fold.apply(orjson.loads(body))
         return fold
 
-    def _remember(self, claim_id: str, fold: ClaimFold) -> None:
+    def _remember(self, claim_id: str, fold: ProjectedFold) -> None:
         self._folds[claim_id] = fold
         self._folds.move_to_end(claim_id)
         while len(self._folds) > self.cache_size:

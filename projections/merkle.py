@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from domain.errors import InvalidInput, LedgerError
 from projections.db import Cursor
@@ -273,7 +274,7 @@ def _subtrees(span: Span) -> list[NodeKey]:
 def _insert(cur: Cursor, table: str, columns: tuple[str, str, str], rows: Sequence[tuple[int, int, bytes]]) -> None:
     """Insert rows of three values: COPY on PostgreSQL, hundreds a statement on SQLite."""
     if cur.backend == "postgres":
-        cur.copy_rows(table, columns, rows)
+        cur.copy_rows(table, columns, rows, ("bigint", "bigint", "bytea"))
         return
     into = f"{table} ({', '.join(columns)})"
     per = _ROWS_PER_INSERT
@@ -285,6 +286,16 @@ def _insert(cur: Cursor, table: str, columns: tuple[str, str, str], rows: Sequen
         rest = rows[full:]
         sql = f"INSERT INTO {into} VALUES " + ", ".join(["(?, ?, ?)"] * len(rest))
         cur.execute(sql, [v for row in rest for v in row])
+
+
+class MerkleTip(NamedTuple):
+    """Where the log ends: its size, the position of its last leaf (-1: none), and the roots of
+    the complete subtrees that tile it (its "compact range"), largest first: the only stored
+    hashes new leaves combine with."""
+
+    size: int
+    last_position: int
+    frontier: tuple[bytes, ...]
 
 
 class MerkleLog:
@@ -320,20 +331,28 @@ class MerkleLog:
         row = cur.execute(f"SELECT MAX(leaf_index) FROM {self.leaves}").fetchone()
         return 0 if row is None or row[0] is None else int(row[0]) + 1
 
-    def append(self, cur: Cursor, items: Sequence[tuple[int, str]]) -> None:
-        """Add events as the next leaves: (position, event hash hex), in log order."""
-        if not items:
-            return
+    def tip(self, cur: Cursor) -> MerkleTip:
+        """The log's size, last position and compact range, as stored."""
         last = cur.execute(
             f"SELECT leaf_index, position FROM {self.leaves} ORDER BY leaf_index DESC LIMIT 1"
         ).fetchone()
         size = 0 if last is None else int(last[0]) + 1
-        previous = -1 if last is None else int(last[1])
-        # The roots of the complete subtrees that tile the current tree: the only stored
-        # hashes new leaves combine with (the log's "compact range").
         frontier_keys = _subtrees((0, size))
         found = self._fetch(cur, frontier_keys)
-        frontier = [found[key] for key in frontier_keys]
+        return MerkleTip(size, -1 if last is None else int(last[1]), tuple(found[key] for key in frontier_keys))
+
+    def append(self, cur: Cursor, items: Sequence[tuple[int, str]], tip: MerkleTip | None = None) -> MerkleTip:
+        """Add events as the next leaves: (position, event hash hex), in log order.
+
+        `tip` is the stored log's tip when the caller knows it (it holds the lock under which
+        the log is appended to, and appended last): it spares reading it. Returns the new tip.
+        """
+        if tip is None:
+            tip = self.tip(cur)
+        if not items:
+            return tip
+        size, previous = tip.size, tip.last_position
+        frontier = list(tip.frontier)
         leaf_rows: list[tuple[int, int, bytes]] = []
         node_rows: list[tuple[int, int, bytes]] = []
         sha256, fromhex = hashlib.sha256, bytes.fromhex  # the loop below runs once per event
@@ -359,6 +378,7 @@ class MerkleLog:
             frontier.append(h)
         _insert(cur, self.leaves, ("leaf_index", "position", "hash"), leaf_rows)
         _insert(cur, self.nodes, ("level", "idx", "hash"), node_rows)
+        return MerkleTip(size + len(items), previous, tuple(frontier))
 
     def leaf_index_of(self, cur: Cursor, position: int) -> int | None:
         row = cur.execute(
