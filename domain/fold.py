@@ -98,6 +98,12 @@ class ClaimFold:
         self.last_hash: str | None = None
         self.acts: dict[str, ActState] = {}
         self.counts = {"assertions": 0, "denials": 0, "retractions": 0, "voids": 0}
+        # Each holder's stance acts (voided ones too), and each holder's stance as last
+        # worked out (None: no stance), dropped whenever an event changes one of its acts:
+        # a claim's stances cost, per event, the holders that event touched, not all acts.
+        self._holders: dict[str, dict[str, ActState]] = {}
+        self._stance_of: dict[str, Json | None] = {}
+        self._holder_order: list[str] | None = []
 
     @property
     def registered(self) -> bool:
@@ -111,7 +117,17 @@ class ClaimFold:
         clone.subjects = list(self.subjects)
         clone.counts = dict(self.counts)
         clone.acts = {act_id: act.copy() for act_id, act in self.acts.items()}
+        clone._holders = {}
+        for act in clone.acts.values():
+            if act.is_stance and act.holder:
+                clone._holders.setdefault(act.holder["id"], {})[act.act_id] = act
+        clone._stance_of = dict(self._stance_of)
         return clone
+
+    def _touch(self, act: ActState | None) -> None:
+        """Forget the stance of the holder of `act`, a stance act whose marks changed."""
+        if act is not None and act.holder and act.is_stance:
+            self._stance_of.pop(act.holder["id"], None)
 
     def apply(self, body: Json) -> None:
         kind = body["type"]
@@ -147,6 +163,7 @@ class ClaimFold:
             target = self.acts.get(act.target or "")
             if target is not None and target.is_stance and not target.retracted_by and not target.voided_by:
                 target.retracted_by = act_id
+                self._touch(target)
         else:  # ActVoided
             act = ActState(
                 act_id, kind, body["version"], None, None, None, body["recorded_at"],
@@ -155,37 +172,61 @@ class ClaimFold:
             target = self.acts.get(act.target or "")
             if target is not None and not target.voided_by and target.type != "ActVoided":
                 target.voided_by = act_id
+                self._touch(target)
                 # A voided retraction never happened: its act stands again.
                 withdrawn = self.acts.get(target.target or "") if target.type == "Retracted" else None
                 if withdrawn is not None and withdrawn.retracted_by == target.act_id:
                     withdrawn.retracted_by = None
+                    self._touch(withdrawn)
+        replaced = self.acts.get(act_id)
+        if replaced is not None and replaced.is_stance and replaced.holder:  # a broken history only
+            self._holders.get(replaced.holder["id"], {}).pop(act_id, None)
+            self._touch(replaced)
         self.acts[act_id] = act
+        if act.is_stance and act.holder:
+            holder_id = act.holder["id"]
+            acts = self._holders.get(holder_id)
+            if acts is None:
+                acts = self._holders[holder_id] = {}
+                self._holder_order = None
+            acts[act_id] = act
+            self._stance_of.pop(holder_id, None)
 
     def stances(self) -> list[Json]:
-        by_holder: dict[str, list[ActState]] = {}
-        for act in self.acts.values():
-            if act.is_stance and not act.voided_by and act.holder:
-                by_holder.setdefault(act.holder["id"], []).append(act)
+        """Each holder's stance, by holder id."""
+        if self._holder_order is None:
+            self._holder_order = sorted(self._holders)
         stances = []
-        for holder_id in sorted(by_holder):
-            acts = by_holder[holder_id]
-            standing = [a for a in acts if not a.retracted_by]
-            if standing:
-                latest = standing[0] if len(standing) == 1 else max(standing, key=lambda a: a.order)
-                stances.append({
-                    "holder": latest.holder, "party": latest.party,
-                    "stance": str(STANCE_OF_TYPE[latest.type]),
-                    "act_id": latest.act_id, "said_at": latest.said_at,
-                })
-            else:
-                last = acts[0] if len(acts) == 1 else max(acts, key=lambda a: a.order)
-                retraction = self.acts[last.retracted_by or ""]
-                stances.append({
-                    "holder": last.holder, "party": retraction.party,
-                    "stance": str(Stance.WITHDRAWN),
-                    "act_id": retraction.act_id, "said_at": retraction.said_at,
-                })
+        for holder_id in self._holder_order:
+            try:
+                stance = self._stance_of[holder_id]
+            except KeyError:
+                stance = self._stance_of[holder_id] = self._stance(self._holders[holder_id].values())
+            if stance is not None:
+                stances.append(stance)
         return stances
+
+    def _stance(self, held: Iterable[ActState]) -> Json | None:
+        """A holder's stance from its stance acts: its latest standing one, else its withdrawal
+        of the last one; None when every one of them was voided."""
+        acts = [a for a in held if not a.voided_by]
+        if not acts:
+            return None
+        standing = [a for a in acts if not a.retracted_by]
+        if standing:
+            latest = standing[0] if len(standing) == 1 else max(standing, key=lambda a: a.order)
+            return {
+                "holder": latest.holder, "party": latest.party,
+                "stance": str(STANCE_OF_TYPE[latest.type]),
+                "act_id": latest.act_id, "said_at": latest.said_at,
+            }
+        last = acts[0] if len(acts) == 1 else max(acts, key=lambda a: a.order)
+        retraction = self.acts[last.retracted_by or ""]
+        return {
+            "holder": last.holder, "party": retraction.party,
+            "stance": str(Stance.WITHDRAWN),
+            "act_id": retraction.act_id, "said_at": retraction.said_at,
+        }
 
     def view(self) -> Json:
         """The claim's read shape (DESIGN §5, GET /v1/claims/{id})."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -169,6 +170,7 @@ HOLDERS = ["elton", "putin", "bernie"]
 def histories(draw: st.DrawFn) -> History:
     h = History()
     acts: list[tuple[str, str]] = []  # (act_id, holder)
+    voidable: list[str] = []  # stance acts and retractions
     for i in range(draw(st.integers(0, 25))):
         choice = draw(st.sampled_from(["assert", "deny", "retract", "void"]))
         said = draw(st.one_of(st.none(), st.sampled_from(["2015-09-14", "2015-09-15", "2015-09-15T10:00:00Z"])))
@@ -176,12 +178,13 @@ def histories(draw: st.DrawFn) -> History:
             holder = draw(st.sampled_from(HOLDERS))
             h.act(choice if choice in ("assert", "deny") else "assert", f"a{i}", holder, said_at=said)
             acts.append((f"a{i}", holder))
+            voidable.append(f"a{i}")
         elif choice == "retract":
             act_id, holder = draw(st.sampled_from(acts))
             h.retract(f"r{i}", act_id, holder, said_at=said)
+            voidable.append(f"r{i}")
         else:
-            act_id, _ = draw(st.sampled_from(acts))
-            h.void(f"v{i}", act_id)
+            h.void(f"v{i}", draw(st.sampled_from(voidable)))
     return h
 
 
@@ -198,6 +201,21 @@ def test_folding_incrementally_equals_folding_from_scratch(h: History) -> None:
     for i, body in enumerate(h.bodies, start=1):
         fold.apply(body)
         assert fold.view() == fold_claim(h.bodies, version=i)
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories(), st.integers(1, 26))
+def test_a_copied_fold_goes_on_alone(h: History, cut: int) -> None:
+    """The writer's copies of a fold (deepcopy) share nothing that a later event changes."""
+    fold = ClaimFold()
+    for body in h.bodies[:cut]:
+        fold.apply(body)
+    fold.view()  # work out (and remember) the stances so far
+    copy = deepcopy(fold)
+    for body in h.bodies[cut:]:
+        copy.apply(body)
+    assert copy.view() == fold_claim(h.bodies)
+    assert fold.view() == fold_claim(h.bodies, version=min(cut, len(h.bodies)))
 
 
 @settings(max_examples=200, deadline=None)
