@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import os
 import queue
 import subprocess
@@ -38,6 +39,8 @@ log = logging.getLogger("claims.projections")
 
 TRACKING_NAME = "ledger"
 BULK_CACHE_KIB = -65_536  # SQLite page cache of a bulk load: 64 MiB, whatever the log's size
+# While following a stream of writes, a batch at most this often (seconds): see run().
+BATCH_INTERVAL = float(os.environ.get("LEDGER_PROJECTION_INTERVAL_MS", "10")) / 1000
 PARALLEL_FROM = 20_000  # events from which a rebuild folds claims in a second process
 Progress = Callable[[int, int], None]
 
@@ -204,6 +207,7 @@ class ProjectionEngine:
     def __init__(
         self, ledger: Ledger, store: ReadStore, *, prefix: str = LIVE, batch_size: int = 2000,
         gap_wait: float = 0.2, cache_size: int = 5_000, parallel_from: int = PARALLEL_FROM,
+        batch_interval: float = BATCH_INTERVAL,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -215,6 +219,7 @@ class ProjectionEngine:
         # passing it also covers a writer that does not take that lock.
         self.gap_wait = gap_wait
         self.cache_size = cache_size
+        self.batch_interval = batch_interval
         self.parallel_from = parallel_from
         self.helper_peak_rss_mib = 0.0  # peak RSS of the last bulk load's second process (0: none)
         self._folds: OrderedDict[str, ProjectedFold] = OrderedDict()
@@ -609,8 +614,16 @@ class ProjectionEngine:
     def run(self, stop: threading.Event, poll_interval: float = 0.5) -> None:
         """Follow the log until `stop` is set, surviving database outages."""
         waker = _Waker(self.ledger) if self.store.backend == "postgres" else None
+        began = -math.inf  # when the last batch that applied events (and left none behind) began
         try:
             while not stop.is_set():
+                # A batch costs a few round trips and a commit whatever its size: under a
+                # stream of writes, one batch per interval rather than one per write keeps the
+                # engine from taking the CPU the API needs, for at most that much more lag.
+                rest = began + self.batch_interval - time.monotonic()
+                if rest > 0 and stop.wait(rest):
+                    break
+                started = time.monotonic()
                 try:
                     applied, waiting = self.process_batch()
                 except (StoreUnavailable, PersistenceError, OSError) as e:
@@ -621,6 +634,8 @@ class ProjectionEngine:
                     log.exception("projection batch failed; retrying")
                     stop.wait(1.0)
                     continue
+                if applied:
+                    began = started if applied < self.batch_size else -math.inf
                 if applied and not waiting:
                     continue
                 if waiting:
