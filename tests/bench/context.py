@@ -113,6 +113,12 @@ class Context:
             self.services[backend] = LedgerService(server, dataset, token)
         return self.services[backend]
 
+    def stop_service(self, backend: str) -> None:
+        """Stop this backend's server (the next `service` starts it again)."""
+        service = self.services.pop(backend, None)
+        if service is not None:
+            service.server.stop()
+
     def stop_services(self) -> None:
         for service in self.services.values():
             service.server.stop()

@@ -399,15 +399,17 @@ class Server:
         self.stop()
 
 
-def ledger_server(url: str, cwd: Path, *, threads: int | None = None) -> Server:
-    """`claims serve` on a free port: the API and the projection engine, one process."""
+def ledger_server(url: str, cwd: Path, *, threads: int | None = None, workers: int = 1) -> Server:
+    """`claims serve` on a free port: the API and the projection engine in one process, or
+    `workers` API processes and a projection process."""
     port = free_port()
     env = child_env(LEDGER_DATABASE_URL=url)
     if threads is not None:
         env["LEDGER_API_THREADS"] = str(threads)
     return Server(
-        [*claims_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env, cwd, port, "claims serve",
+        [*claims_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         *(["--workers", str(workers)] if workers > 1 else [])],
+        env, cwd, port, "claims serve" + (f" --workers {workers}" if workers > 1 else ""),
     )
 
 

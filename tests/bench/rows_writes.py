@@ -10,9 +10,9 @@ from domain.ledger import Ledger
 from domain.settings import Database
 from projections.fixtures import FLUSH_EVERY
 from tests.bench.baseline import RawApp
-from tests.bench.context import Context
+from tests.bench.context import Context, LedgerService
 from tests.bench.data import size_label
-from tests.bench.harness import Figure, could_not_run, number, reason
+from tests.bench.harness import Figure, could_not_run, ledger_server, number, reason, start_ledger_server
 from tests.bench.load import closed_loop
 from tests.bench.loadgen import assertion_fields
 
@@ -94,30 +94,59 @@ def raw_single_writer(ctx: Context, backend: str) -> float:
 
 # Row 2.
 def http_writes(ctx: Context) -> list[Figure]:
-    """POSTed assertions at 1, 8 and 32 concurrent clients on PostgreSQL (group commit)."""
-    figures = []
+    """POSTed assertions at 1, 8 and 32 concurrent clients on PostgreSQL (group commit): served by
+    `claims serve` as it starts by default (one process), then with `--workers 2` (two API
+    processes, each with its group-commit writer, and the projection process)."""
     goal = ">= 3x raw single writer and >= 1,500/s at 32 clients"
     try:
-        service = ctx.service("postgres")
         baseline = raw_single_writer(ctx, "postgres")
+        service = ctx.service("postgres")
     except Exception as e:
         why = reason(e)
-        return [could_not_run(2, f"HTTP writes, {c} clients, postgres", why, goal=goal if c == 32 else "")
-                for c in ctx.sizes.http_clients]
+        return [could_not_run(2, _http_name(c, w), why, goal=goal if c == 32 else "")
+                for w in HTTP_WORKERS for c in ctx.sizes.http_clients]
+    figures = _http_figures(ctx, service.server.port, service, 1, baseline, goal)
+    ctx.stop_service("postgres")  # the two would share the cores
+    server = ledger_server(service.dataset.url, ctx.stores.dir, workers=2)
+    try:
+        start_ledger_server(server, timeout=600)
+    except Exception as e:
+        server.stop()
+        return [*figures, *(could_not_run(2, _http_name(c, 2), reason(e), goal=goal if c == 32 else "")
+                            for c in ctx.sizes.http_clients)]
+    try:
+        figures += _http_figures(ctx, server.port, service, 2, baseline, goal)
+    finally:
+        server.stop()
+    return figures
+
+
+HTTP_WORKERS = (1, 2)
+
+
+def _http_name(clients: int, workers: int) -> str:
+    served = "one process" if workers == 1 else f"--workers {workers}"
+    return f"HTTP writes, {clients} client{'s' if clients > 1 else ''}, postgres, {served}"
+
+
+def _http_figures(
+    ctx: Context, port: int, service: LedgerService, workers: int, baseline: float, goal: str,
+) -> list[Figure]:
+    figures = []
     keys = service.dataset.fixture.keys
     for clients in ctx.sizes.http_clients:
-        name = f"HTTP writes, {clients} client{'s' if clients > 1 else ''}, postgres"
+        name = _http_name(clients, workers)
+        at_goal = clients == max(ctx.sizes.http_clients)
         try:
             result = closed_loop(
-                service.server.port, "assert", keys, clients, ctx.sizes.http_seconds,
-                token=service.token, prefix=f"h{clients}-{ctx.stores.run_id}",
+                port, "assert", keys, clients, ctx.sizes.http_seconds,
+                token=service.token, prefix=f"h{workers}x{clients}-{ctx.stores.run_id}",
             )
             result.check(name)
         except Exception as e:
-            figures.append(could_not_run(2, name, reason(e), goal=goal if clients == 32 else ""))
+            figures.append(could_not_run(2, name, reason(e), goal=goal if at_goal else ""))
             continue
         rate = result.rate
-        at_goal = clients == max(ctx.sizes.http_clients)
         figures.append(Figure(
             2, name,
             data=f"{result.requests:,} assertions POSTed to {len(keys):,} claims in {result.seconds:.0f} s; "
