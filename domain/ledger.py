@@ -163,7 +163,7 @@ class Ledger(Application[UUID]):
                 if isinstance(e, PersistenceError):
                     raise StoreUnavailable(f"the event store could not save: {e}") from e
                 raise
-            self._cache_claims(batch.loaded())
+            self._cache_claims(batch.loaded(), recordings)
             positions = {
                 (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
                 for r in recordings
@@ -314,12 +314,19 @@ class Ledger(Application[UUID]):
         except Exception:  # whatever it is, the store still has it: read the claim afresh
             cache.get(notification.originator_id, evict=True)  # type: ignore[arg-type]
 
-    def _cache_claims(self, claims: Sequence[Claim]) -> None:
-        """Keep claims that match the store (committed, nothing pending) for the next commands."""
+    def _cache_claims(self, claims: Sequence[Claim], saved: Sequence[Recording[UUID]] = ()) -> None:
+        """Keep claims that match the store (committed, nothing pending) for the next commands.
+
+        When the batch just `saved` took the log positions right after the point followed
+        to, nothing else was written in between: the cache follows the log past them
+        without reading back this batch's own events."""
         cache = self.repository.cache
         if cache is None:
             return
         with self._cache_lock:
+            ids = sorted(r.notification.id for r in saved)
+            if self._followed is not None and ids and ids[0] == self._followed + 1 and ids[-1] == self._followed + len(ids):
+                self._followed = ids[-1]
             for claim in claims:
                 if claim.pending_events:
                     continue

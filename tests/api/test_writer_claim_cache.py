@@ -6,6 +6,7 @@ store are two `claims serve --workers` processes.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -117,3 +118,20 @@ def test_a_batch_that_fails_midway_leaves_nothing_of_itself_in_the_cached_claims
     assert a.execute_one(act("assert", story.elton_asserts(act_id="saved"))).version == 4
     claim = a.get_claim(story.KEY)
     assert claim.act("unsaved") is None and claim.act("also-unsaved") is None
+
+
+def test_each_writer_follows_the_other_whatever_the_interleaving(two_writers: tuple[Ledger, Ledger]) -> None:
+    """A writer skips reading back its own batch only when nothing else was written before
+    it: whichever writer wrote last, the other's cached claim is the stored one."""
+    a, b = two_writers
+    register(a)
+    claim_id = a.resolve(story.KEY)
+    rng = random.Random(5)
+    for i in range(40):
+        writer = rng.choice((a, b))
+        count = rng.choice((1, 1, 3))
+        writer.execute([act("assert", story.elton_asserts(act_id=f"a{i}-{j}")) for j in range(count)])
+        stored = a.get_claim(story.KEY).version
+        for ledger in (a, b):
+            cached = ledger.load_claims([claim_id])[claim_id]
+            assert cached is not None and cached.version == stored
