@@ -201,6 +201,16 @@ def _history_row(event: LoggedEvent) -> HistoryRow:
     return (event.position, event.claim_id, event.version, event.type, act_id, event.hash, event.body_text())
 
 
+Registration = tuple[str, ClaimFold, int]  # claim id, the claim as registered, log position
+
+
+def _registered(event: LoggedEvent) -> ClaimFold:
+    """The claim as its registration made it (subjects and statement, for pass 1)."""
+    fold = ProjectedFold()
+    fold.apply(body_of(event))
+    return fold
+
+
 class ProjectionEngine:
     """Keeps the read-model tables (status, history, stances, search, Merkle log) current."""
 
@@ -381,17 +391,25 @@ class ProjectionEngine:
                 cur.execute(f"PRAGMA cache_size = {int(cache[0]) if cache else -2000}")
 
     def _load_log(self, upto: int, progress: Progress | None, folder: _ClaimFolder | None) -> int:
-        """Pass 1: the log up to `upto`, in log order, into the history and Merkle tables."""
+        """Pass 1: the log up to `upto`, in log order, into the history and Merkle tables, and
+        each registration's subjects and search entry (known from the registration alone:
+        writing them here leaves less to pass 2, the longer of the two)."""
 
-        def log_pages(after: int) -> tuple[list[HistoryRow], int] | None:
+        def log_pages(after: int) -> tuple[tuple[list[HistoryRow], list[Registration]], int] | None:
             logged = [e for e in self._scanner.read(after, self.batch_size) if e.position <= upto]
-            return ([_history_row(e) for e in logged], logged[-1].position) if logged else None
+            if not logged:
+                return None
+            registrations = [
+                (e.claim_id, _registered(e), e.position) for e in logged if e.type == "ClaimRegistered"
+            ]
+            return ([_history_row(e) for e in logged], registrations), logged[-1].position
 
         done = 0
-        for page in _read_ahead(log_pages, 0):
+        for page, registrations in _read_ahead(log_pages, 0):
             with self.store.transaction() as cur:
                 cur.copy_rows(self.tables.history, HISTORY_COLUMNS, page)
                 self.merkle.append(cur, [(r[0], r[5]) for r in page])
+                self._write_registrations(cur, registrations)
             done += len(page)
             _report(progress, done, folder.folded() if folder else 0, upto)
             if folder is not None:
@@ -399,8 +417,8 @@ class ProjectionEngine:
         return done
 
     def fold_claims(self, upto: int, on_page: Callable[[int], None] | None = None) -> int:
-        """Pass 2: the log up to `upto`, claim by claim, folded into the claim, stance,
-        subject and search tables. Returns the number of events folded."""
+        """Pass 2: the log up to `upto`, claim by claim, folded into the claim and stance
+        tables. Returns the number of events folded."""
         scanner = LogScanner(self.ledger)
 
         def claim_pages(after: ClaimKey | None) -> tuple[list[LoggedEvent], ClaimKey | None] | None:
@@ -431,7 +449,6 @@ class ProjectionEngine:
 
     def _insert_claims(self, cur: Cursor, claims: Sequence[_ClaimRun]) -> None:
         """The rows of claims folded whole, into tables that do not hold them yet."""
-        self._write_registrations(cur, [(c.claim_id, c.fold, c.reg_position) for c in claims if c.reg_position])
         views = [(c, c.fold.view()) for c in claims]
         cur.copy_rows(self.tables.claims, CLAIM_COLUMNS, [
             _claim_row(c.claim_id, v, c.reg_position, c.position) for c, v in views
