@@ -15,6 +15,7 @@ from domain.claim import Claim
 from domain.commands import RecordAct, RegisterClaim
 from domain.errors import InvalidInput
 from domain.fold import fold_claim
+from domain.values import claim_id_for_key
 from tests.story import (
     CLAIM_KEY,
     ELTON,
@@ -167,3 +168,30 @@ def test_a_stored_and_reloaded_claim_folds_to_the_same_view(sqlite_ledger: Ledge
     stored = fresh.claim_events(claim.id)
     fresh.close()
     assert fold_claim([e.body() for e in stored]) == claim.fold.view()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(commands=act_commands())
+def test_a_claim_read_for_a_write_is_the_one_the_library_rebuilds(
+    sqlite_ledger: Ledger, commands: list[RecordAct],
+) -> None:
+    """The writer reads a claim it does not hold by folding its stored JSON; the result is
+    the library's own reconstruction, down to the times the next event is checked against."""
+    key = f"claim-{abs(hash(tuple(map(repr, commands)))) % 10**12}"
+    sqlite_ledger.register_claim(STATEMENT, key=key)
+    sqlite_ledger.execute([RecordAct.build(c.op, key, c.data) for c in commands])
+    claim_id = sqlite_ledger.resolve(key)
+    fresh = reopen(sqlite_ledger)
+    try:
+        ours = fresh._get_or_none(claim_id)
+        theirs: Claim = fresh.repository.get(claim_id)
+        assert ours is not None
+        assert (ours.id, ours.version, ours.created_on, ours.modified_on) == (
+            theirs.id, theirs.version, theirs.created_on, theirs.modified_on)
+        assert ours.modified_on.tzinfo is UTC
+        assert ours.fold.view() == theirs.fold.view()
+        assert ours.fold.last_hash == theirs.fold.last_hash
+        assert ours.pending_events == []
+        assert fresh._get_or_none(claim_id_for_key("no-such-claim-" + key)) is None
+    finally:
+        fresh.close()
