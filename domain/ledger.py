@@ -285,6 +285,10 @@ class Ledger(Application[UUID]):
             _clear(cache)
             self._followed = self.recorder.max_notification_id() or 0
             return
+        # Most batches find nothing new: asking for the log's end costs the library a
+        # prepared statement, where selecting notifications composes its SQL every time.
+        if (self.recorder.max_notification_id() or 0) <= self._followed:
+            return
         seen = 0
         while True:
             notifications = self.recorder.select_notifications(self._followed + 1, FOLLOW_PAGE)
