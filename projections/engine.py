@@ -41,6 +41,7 @@ TRACKING_NAME = "ledger"
 BULK_CACHE_KIB = -65_536  # SQLite page cache of a bulk load: 64 MiB, whatever the log's size
 # While following a stream of writes, a batch at most this often (seconds): see run().
 BATCH_INTERVAL = float(os.environ.get("LEDGER_PROJECTION_INTERVAL_MS", "10")) / 1000
+BATCH_SPACING = 2.0  # ... and at least this many times as long as the last batch took
 PARALLEL_FROM = 20_000  # events from which a rebuild folds claims in a second process
 Progress = Callable[[int, int], None]
 
@@ -632,12 +633,16 @@ class ProjectionEngine:
         """Follow the log until `stop` is set, surviving database outages."""
         waker = _Waker(self.ledger) if self.store.backend == "postgres" else None
         began = -math.inf  # when the last batch that applied events (and left none behind) began
+        spacing = self.batch_interval
         try:
             while not stop.is_set():
                 # A batch costs a few round trips and a commit whatever its size: under a
-                # stream of writes, one batch per interval rather than one per write keeps the
-                # engine from taking the CPU the API needs, for at most that much more lag.
-                rest = began + self.batch_interval - time.monotonic()
+                # stream of writes, batches are spaced by at least the interval, and by
+                # BATCH_SPACING times as long as the last one took, so that while it keeps up
+                # the engine spends at most about 1/(1 + BATCH_SPACING) of the time applying
+                # (sharing a process, it leaves the API its CPU): a busier process gets fewer,
+                # larger batches; an idle one a short lag.
+                rest = began + spacing - time.monotonic()
                 if rest > 0 and stop.wait(rest):
                     break
                 started = time.monotonic()
@@ -653,6 +658,7 @@ class ProjectionEngine:
                     continue
                 if applied:
                     began = started if applied < self.batch_size else -math.inf
+                    spacing = max(self.batch_interval, (time.monotonic() - started) * BATCH_SPACING)
                 if applied and not waiting:
                     continue
                 if waiting:
