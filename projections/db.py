@@ -83,8 +83,8 @@ class Cursor:
     ) -> None:
         """Bulk-insert plain rows: COPY on PostgreSQL, executemany on SQLite.
 
-        A few rows on PostgreSQL (fewer than COPY_FROM_ROWS) go in one INSERT instead,
-        sparing COPY's extra round trip: as one binary array per column through
+        A few rows on PostgreSQL (fewer than COPY_FROM_ROWS), or any number in a pipeline,
+        go in one INSERT instead, sparing COPY's extra round trip: as one binary array per column through
         ``unnest`` when the columns' `pg_types` are given (a statement whose text never
         changes, so the driver parses it once and the server prepares it), else as a
         multi-row VALUES list.
@@ -92,7 +92,7 @@ class Cursor:
         if not rows:
             return
         names = ", ".join(columns)
-        if self.backend == "postgres" and len(rows) >= COPY_FROM_ROWS and not (self.pipelined and pg_types):
+        if self.backend == "postgres" and len(rows) >= COPY_FROM_ROWS and not self.pipelined:
             with self.raw.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
