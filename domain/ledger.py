@@ -65,6 +65,14 @@ class LoggedEvent(NamedTuple):
             prev_hash=self.prev_hash, data_json=self.data_json,
         )
 
+    def body(self) -> Json:
+        """The event's body with its hash, as the fold takes it."""
+        return {
+            "claim_id": self.claim_id, "version": self.version, "type": self.type,
+            "recorded_at": self.recorded_at, "prev_hash": self.prev_hash, "data": orjson.loads(self.data_json),
+            "hash": self.hash,
+        }
+
 
 EVENT_TYPES = {
     get_topic(cls): cls.TYPE
@@ -389,10 +397,7 @@ class Ledger(Application[UUID]):
             if version == 1:
                 claim.__base_init__(claim_id, 1, when)
                 claim.__init__()  # type: ignore[misc]
-            claim.fold.apply({
-                "claim_id": ref, "version": version, "type": logged.type, "recorded_at": logged.recorded_at,
-                "prev_hash": logged.prev_hash, "data": orjson.loads(logged.data_json), "hash": logged.hash,
-            })
+            claim.fold.apply(logged.body())
             claim.version = version
             claim.modified_on = when
         return claim

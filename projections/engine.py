@@ -69,17 +69,8 @@ class Row:
     body: dict[str, Any]
 
 
-def body_of(event: LoggedEvent) -> dict[str, Any]:
-    """The event's body, as the fold takes it."""
-    return {
-        "claim_id": event.claim_id, "version": event.version, "type": event.type,
-        "recorded_at": event.recorded_at, "prev_hash": event.prev_hash, "data": orjson.loads(event.data_json),
-        "hash": event.hash,
-    }
-
-
 def row_of(event: LoggedEvent) -> Row:
-    body = body_of(event)
+    body = event.body()
     return Row(
         event.position, event.claim_id, event.version, event.type, body["data"].get("act_id"), event.hash,
         event.body_text(), body,
@@ -208,7 +199,7 @@ Registration = tuple[str, ClaimFold, int]  # claim id, the claim as registered, 
 def _registered(event: LoggedEvent) -> ClaimFold:
     """The claim as its registration made it (subjects and statement, for pass 1)."""
     fold = ProjectedFold()
-    fold.apply(body_of(event))
+    fold.apply(event.body())
     return fold
 
 
@@ -286,10 +277,14 @@ class ProjectionEngine:
 
     def process_batch(self) -> tuple[int, bool]:
         """One batch. Returns (events applied, whether it stopped at a fresh gap)."""
-        done = self._batch_from(self._start if self._start is not None else self._read_position())
+        done = self._batch_from(self._expected())
         if done is None:  # another engine had moved the position: go on from where it is now
-            done = self._batch_from(self._read_position() if self._start is None else self._start)
+            done = self._batch_from(self._expected())
         return done or (0, False)
+
+    def _expected(self) -> int:
+        """Where the next batch starts: after what this engine committed last, if it knows."""
+        return self._start if self._start is not None else self._read_position()
 
     def _batch_from(self, start: int) -> tuple[int, bool] | None:
         """A batch after `start`, the position this engine expects to find; None when it
@@ -436,7 +431,7 @@ class ProjectionEngine:
                         if claim.claim_id:
                             finished.append(claim)
                         claim = _ClaimRun(e.claim_id)
-                    claim.add(e.version, e.position, body_of(e))
+                    claim.add(e.version, e.position, e.body())
                 with self.store.transaction() as cur:
                     self._insert_claims(cur, finished)
                 folded += len(events)

@@ -272,7 +272,7 @@ def _subtrees(span: Span) -> list[NodeKey]:
 
 
 def _insert(cur: Cursor, table: str, columns: tuple[str, str, str], rows: Sequence[tuple[int, int, bytes]]) -> None:
-    """Insert rows of three values: COPY on PostgreSQL, hundreds a statement on SQLite."""
+    """Insert rows of three values: `Cursor.copy_rows` on PostgreSQL, hundreds a statement on SQLite."""
     if cur.backend == "postgres":
         cur.copy_rows(table, columns, rows, ("bigint", "bigint", "bytea"))
         return
