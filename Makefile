@@ -2,13 +2,15 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 
-.PHONY: serve test lint bench bench-quick install clean
+.PHONY: serve test lint bench bench-quick install lock clean
 
-$(STAMP): pyproject.toml
+# Dependencies at the versions in requirements.lock (the ranges are in pyproject.toml).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +31,14 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m tests.bench --quick
+
+# The newest versions pyproject.toml allows, resolved in a throwaway virtualenv.
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[test]'
+	{ sed -n '/^#/p' $(LOCK); .lock-venv/bin/python -m pip freeze --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) *.egg-info
