@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
 from api.auth import TokenStore
+from api.forward import WriterHost, WriterLink
 from api.idempotency import IdempotencyStore
 from api.lookups import Lookups
 from api.metrics import ApiMetrics
@@ -85,9 +86,13 @@ def close_services(services: Services, *, owns_runtime: bool) -> None:
 
 def create_app(
     runtime: Runtime | None = None, *, url: str | None = None, run_projections: bool = True,
-    settings: ApiSettings | None = None,
+    settings: ApiSettings | None = None, writer_socket: str | None = None, hosts_writer: bool = False,
 ) -> FastAPI:
-    """The API on `runtime`, or on a Runtime it opens on `url` (default LEDGER_DATABASE_URL)."""
+    """The API on `runtime`, or on a Runtime it opens on `url` (default LEDGER_DATABASE_URL).
+
+    With `writer_socket` (`claims serve --workers N`), the worker that `hosts_writer` serves
+    its group writer there and the others send it their writes (api/forward.py).
+    """
     settings = settings or ApiSettings.from_env()
 
     @asynccontextmanager
@@ -95,12 +100,19 @@ def create_app(
         # Sync endpoints run in AnyIO's thread pool; the read pool has one connection per thread.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         services = await anyio.to_thread.run_sync(open_services, runtime, url, settings, run_projections)
+        if writer_socket is not None:
+            await _join_writer(services, writer_socket, hosts_writer)
         app.state.services = services
         try:
             yield
         finally:
             await services.lookups.aclose()
+            if services.link is not None:
+                await services.link.close()
+            # The writer commits what is queued, forwarded writes included, and answers them.
             await anyio.to_thread.run_sync(lambda: close_services(services, owns_runtime=runtime is None))
+            if services.host is not None:
+                await services.host.close()
             del app.state.services
 
     app = FastAPI(
@@ -123,9 +135,22 @@ def create_app(
     return app
 
 
-def worker_app() -> FastAPI:
+async def _join_writer(services: Services, path: str, hosts: bool) -> None:
+    if not hosts:
+        services.link = WriterLink(path, services.writer, on_forwarded=services.metrics.writes_forwarded.inc)
+        return
+    host = WriterHost(services.writer, path)
+    try:
+        await host.start()
+    except OSError as e:  # every worker then writes through its own writer, as they can
+        log.warning("cannot serve the group writer on %s (%s); each worker writes on its own", path, e)
+        return
+    services.host = host
+
+
+def worker_app(writer_socket: str | None = None, hosts_writer: bool = False) -> FastAPI:
     """An API worker of `claims serve --workers N`: the projection process runs the engine."""
-    return create_app(run_projections=False)
+    return create_app(run_projections=False, writer_socket=writer_socket, hosts_writer=hosts_writer)
 
 
 def openapi(app: FastAPI, *, reads_open: bool) -> dict[str, Any]:

@@ -138,14 +138,16 @@ def _exit_cleanly_on_signals() -> None:
     signal.signal(signal.SIGTERM, exit_cleanly)
 
 
-def _api_worker(sock: socket.socket, log_level: str) -> None:
+def _api_worker(sock: socket.socket, log_level: str, writer_socket: str, hosts_writer: bool) -> None:
     import uvicorn
 
     from api.app import worker_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _exit_cleanly_on_signals()
-    config = uvicorn.Config(worker_app(), log_level=log_level, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        worker_app(writer_socket, hosts_writer), log_level=log_level, timeout_graceful_shutdown=10
+    )
     tune_gc()
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -194,10 +196,15 @@ def supervise(database: Database, host: str, port: int, workers: int, log_level:
     # Workers share their metrics through files, so any worker's /metrics reports them all.
     metrics_dir = tempfile.mkdtemp(prefix="claims-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Worker 1 serves its group writer to the others on a socket only this user can open
+    # (mkdtemp makes the directory 0700): see api/forward.py.
+    writer_dir = tempfile.mkdtemp(prefix="claims-writer-")
+    writer_socket = os.path.join(writer_dir, "writer.sock")
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=_projection_worker, name="projections")]
     children += [
-        context.Process(target=_api_worker, args=(sock, log_level), name=f"api-{i + 1}") for i in range(workers)
+        context.Process(target=_api_worker, args=(sock, log_level, writer_socket, i == 0), name=f"api-{i + 1}")
+        for i in range(workers)
     ]
     stopping = threading.Event()
 
@@ -226,6 +233,7 @@ def supervise(database: Database, host: str, port: int, workers: int, log_level:
         _stop_all(children)
         sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(writer_dir, ignore_errors=True)
     return status
 
 

@@ -57,6 +57,10 @@ class ApiMetrics:
         self.events_written = Counter(
             "claims_events_written", "Events committed by this API", registry=self.registry
         )
+        self.writes_forwarded = Counter(
+            "claims_writes_forwarded", "Writes this API worker sent to the writer host (--workers N)",
+            registry=self.registry,
+        )
         self.write_batch = Histogram(
             "claims_write_batch_commands", "Commands per group-commit transaction",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500), registry=self.registry,

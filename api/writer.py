@@ -81,6 +81,10 @@ class GroupWriter:
             raise _timed_out(reply, timeout) from None
         return outcome.unwrap()
 
+    def submit_reply(self, command: Command, reply: Reply) -> None:
+        """Queue a command whose outcome (not raised) goes to `reply` (api/forward.py)."""
+        self._put(command, reply)
+
     def _put(self, command: Command, reply: Reply) -> None:
         with self._lock:
             if self._closed:

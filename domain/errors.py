@@ -20,6 +20,9 @@ class InvalidInput(LedgerError, ValueError):
         super().__init__(message)
         self.field = field
 
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:  # pickled whole (see api/forward.py)
+        return type(self), (str(self), self.field)
+
 
 class NotFound(LedgerError, LookupError):
     """Something named by the caller does not exist (HTTP 404)."""
@@ -78,6 +81,9 @@ class VersionMismatch(LedgerError):
         )
         self.expected = expected
         self.actual = actual
+
+    def __reduce__(self) -> tuple[type, tuple[int, int]]:  # pickled whole (see api/forward.py)
+        return type(self), (self.expected, self.actual)
 
 
 class StoreUnavailable(LedgerError):

@@ -50,7 +50,7 @@ async def record_now(
     """Record an act (no Idempotency-Key): (status, answer). The request waits for the
     group commit on the event loop, holding no thread."""
     command = RecordAct.build(op, ref, fields, expected_version=expected)
-    outcome = await svc.writer.execute_async(command, svc.settings.write_timeout)
+    outcome = await svc.write(command)
     assert outcome.claim_id is not None and outcome.version is not None
     position = outcome.position
     if not position:  # an idempotent retry of an earlier write: find where it was recorded

@@ -125,7 +125,7 @@ async def register_claim(
 
     replayed = False
     if idempotency_key is None:  # waits for the group commit on the event loop, holding no thread
-        outcome = await svc.writer.execute_async(RegisterClaim.build(fields), svc.settings.write_timeout)
+        outcome = await svc.write(RegisterClaim.build(fields))
         assert outcome.claim_id is not None and outcome.version is not None
         position = outcome.position
         if not position:  # an idempotent retry of an earlier write: find where it was recorded

@@ -16,12 +16,15 @@ from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import HTTPBearer
 
 from api.auth import Principal, Role, TokenStore, principal_from_header, require_role
+from api.forward import WriterHost, WriterLink
 from api.idempotency import IdempotencyStore, check_key, derived_act_id, fingerprint
 from api.lookups import Lookups
 from api.metrics import ApiMetrics
 from api.problems import Problem
 from api.writer import GroupWriter
+from domain.commands import Command
 from domain.errors import InvalidInput, StoreUnavailable
+from domain.ledger import Outcome
 from projections.runtime import Runtime
 
 Json = dict[str, Any]
@@ -67,6 +70,14 @@ class Services:
     runs_projections: bool
     lookups: Lookups
     engine_thread: threading.Thread | None = None
+    host: WriterHost | None = None  # --workers: this worker's writer serves the others
+    link: WriterLink | None = None  # --workers: this worker's writes go to the host's writer
+
+    async def write(self, command: Command) -> Outcome:
+        """The command's committed outcome (its error raised), waited for on the event loop."""
+        if self.link is not None:
+            return await self.link.execute_async(command, self.settings.write_timeout)
+        return await self.writer.execute_async(command, self.settings.write_timeout)
 
     def log_head(self) -> int:
         """The newest position in the event log."""

@@ -1,0 +1,248 @@
+"""`claims serve --workers N`: the workers' writes go to worker 1's group writer (api/forward.py).
+
+Host and link run here on a real Unix socket, with real writers on a real store; the
+last test runs `claims serve --workers 2` and watches writes arrive through both workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import re
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.forward import WriterHost, WriterLink
+from api.writer import GroupWriter
+from domain import Database, Ledger
+from domain import errors as domain_errors
+from domain.commands import RecordAct, RegisterClaim
+from domain.errors import (
+    ActIdConflict,
+    InvalidInput,
+    LedgerError,
+    StoreUnavailable,
+    UnknownAct,
+    VersionMismatch,
+)
+from tests.api import story
+from tests.conftest import drop_schema, new_database_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    url = new_database_url(request.param, tmp_path)
+    ledger = Ledger(Database.from_url(url))
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+        drop_schema(url)
+
+
+@pytest.fixture
+def socket_path() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="claims-writer-test-") as directory:  # short: sockets' path limit
+        yield os.path.join(directory, "writer.sock")
+
+
+@asynccontextmanager
+async def host_and_link(ledger: Ledger, path: str, *, start_writer: bool = True) -> AsyncIterator[
+    tuple[WriterHost, WriterLink, GroupWriter, GroupWriter]
+]:
+    host_writer, link_writer = GroupWriter(ledger), GroupWriter(ledger)
+    if start_writer:
+        host_writer.start()
+    link_writer.start()
+    host = WriterHost(host_writer, path)
+    await host.start()
+    link = WriterLink(path, link_writer)
+    try:
+        yield host, link, host_writer, link_writer
+    finally:
+        await link.close()
+        await asyncio.to_thread(host_writer.stop)
+        await asyncio.to_thread(link_writer.stop)
+        await host.close()
+
+
+def act(op: str, fields: dict[str, object], expected_version: int | None = None) -> RecordAct:
+    return RecordAct.build(op, story.KEY, fields, expected_version=expected_version)
+
+
+def test_forwarded_writes_are_committed_by_the_host_in_order_with_their_own_outcomes(
+    ledger: Ledger, socket_path: str
+) -> None:
+    async def scenario() -> None:
+        async with host_and_link(ledger, socket_path) as (host, link, host_writer, link_writer):
+            registered = await link.execute_async(RegisterClaim.build(story.registration()), 10)
+            assert registered.created and registered.version == 1 and registered.position
+            outcomes = await asyncio.gather(*(
+                link.execute_async(act("assert", story.elton_asserts(act_id=f"a{i}")), 10) for i in range(20)
+            ))
+            assert sorted(o.version for o in outcomes) == list(range(2, 22))  # type: ignore[type-var]
+            assert len({o.position for o in outcomes}) == 20
+            assert link.forwarded == 21 and host.forwarded == 21
+            assert link_writer.batches == 0  # the worker's own writer wrote nothing
+            assert host_writer.batches >= 1
+
+    asyncio.run(scenario())
+    claim = ledger.get_claim(story.KEY)
+    assert claim.version == 21
+    assert all(claim.act(f"a{i}") is not None for i in range(20))
+
+
+def test_a_refused_forwarded_write_raises_the_same_error_and_fails_alone(ledger: Ledger, socket_path: str) -> None:
+    async def scenario() -> None:
+        async with host_and_link(ledger, socket_path) as (_, link, _host_writer, _link_writer):
+            await link.execute_async(RegisterClaim.build(story.registration()), 10)
+            results = await asyncio.gather(
+                link.execute_async(act("assert", story.elton_asserts(act_id="kept")), 10),
+                link.execute_async(act("retract", {"retracts": "no-such-act", "party": story.ELTON}), 10),
+                link.execute_async(act("assert", story.elton_asserts(act_id="stale"), expected_version=1), 10),
+                return_exceptions=True,
+            )
+            kept, unknown, stale = results
+            assert not isinstance(kept, BaseException) and kept.created
+            assert isinstance(unknown, UnknownAct) and "no-such-act" in str(unknown)
+            assert isinstance(stale, VersionMismatch) and stale.expected == 1 and stale.actual >= 2
+
+    asyncio.run(scenario())
+    assert ledger.get_claim(story.KEY).act("kept") is not None
+
+
+def test_a_worker_that_cannot_reach_the_host_writes_through_its_own_writer(ledger: Ledger, socket_path: str) -> None:
+    async def scenario() -> None:
+        local = GroupWriter(ledger)
+        local.start()
+        link = WriterLink(socket_path, local)  # nothing listens there
+        try:
+            outcome = await link.execute_async(RegisterClaim.build(story.registration()), 10)
+            assert outcome.created and link.forwarded == 0 and local.batches == 1
+        finally:
+            await link.close()
+            await asyncio.to_thread(local.stop)
+
+    asyncio.run(scenario())
+    assert ledger.get_claim(story.KEY).version == 1
+
+
+def test_writes_in_flight_when_the_host_goes_away_are_answered_as_maybe_recorded(
+    ledger: Ledger, socket_path: str
+) -> None:
+    async def scenario() -> None:
+        # The host's writer is not running: the forwarded command waits in its queue.
+        async with host_and_link(ledger, socket_path, start_writer=False) as (host, link, _, _):
+            pending = asyncio.create_task(link.execute_async(RegisterClaim.build(story.registration()), 10))
+            while host.forwarded == 0:
+                await asyncio.sleep(0.01)
+            await host.close()  # the host process goes away, its connections with it
+            with pytest.raises(StoreUnavailable, match="may or may not be recorded"):
+                await pending
+
+    asyncio.run(scenario())
+
+
+def test_a_link_whose_host_restarted_reconnects(ledger: Ledger, socket_path: str) -> None:
+    async def scenario() -> None:
+        async with host_and_link(ledger, socket_path) as (host, link, host_writer, _):
+            await link.execute_async(RegisterClaim.build(story.registration()), 10)
+            await host.close()
+            os.unlink(socket_path)
+            while link._stream is not None:  # the link notices the host is gone
+                await asyncio.sleep(0.01)
+            # Meanwhile the worker writes through its own writer...
+            during = await link.execute_async(act("assert", story.elton_asserts(act_id="during")), 10)
+            assert during.created
+            again = WriterHost(host_writer, socket_path)
+            await again.start()
+            try:
+                await asyncio.sleep(0.6)  # past RECONNECT_SECONDS
+                after = await link.execute_async(act("assert", story.elton_asserts(act_id="after")), 10)
+                assert after.created and again.forwarded == 1
+            finally:
+                await again.close()
+
+    asyncio.run(scenario())
+    claim = ledger.get_claim(story.KEY)
+    assert claim.act("during") is not None and claim.act("after") is not None
+
+
+def all_errors() -> list[LedgerError]:
+    made: list[LedgerError] = []
+    for value in vars(domain_errors).values():
+        if isinstance(value, type) and issubclass(value, LedgerError):
+            if value is VersionMismatch:
+                made.append(VersionMismatch(3, 5))
+            elif issubclass(value, InvalidInput):
+                made.append(value("statement must not be empty", "statement"))
+            else:
+                made.append(value(f"a {value.__name__} for the test"))
+    return made
+
+
+@pytest.mark.parametrize("error", all_errors(), ids=lambda e: type(e).__name__)
+def test_every_domain_error_crosses_processes_whole(error: LedgerError) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and str(copy) == str(error)
+    assert vars(copy) == vars(error)  # field, expected, actual
+
+
+def test_an_act_id_conflict_forwarded_is_the_same_conflict(ledger: Ledger, socket_path: str) -> None:
+    async def scenario() -> None:
+        async with host_and_link(ledger, socket_path) as (_, link, _, _):
+            await link.execute_async(RegisterClaim.build(story.registration()), 10)
+            await link.execute_async(act("assert", story.elton_asserts(act_id="x")), 10)
+            with pytest.raises(ActIdConflict):
+                await link.execute_async(act("deny", story.peskov_denies(act_id="x")), 10)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_claims_serve_workers_send_their_writes_to_one_writer(tmp_path: Path) -> None:
+    from tests.api.test_serve import serving
+
+    url = new_database_url("postgres", tmp_path)
+    try:
+        with serving(url, "--workers", "2") as (_, base, env):
+            import subprocess
+
+            from tests.api.test_serve import CLAIMS
+
+            made = subprocess.run([*CLAIMS, "token", "create", "--role", "recorder"], env=env,
+                                  capture_output=True, text=True, timeout=60, check=True)
+            headers = {"Authorization": f"Bearer {made.stdout.strip()}"}
+            assert httpx.post(f"{base}/v1/claims", json=story.registration(), headers=headers,
+                              timeout=10).status_code == 201
+            answers: list[tuple[int, int]] = []
+
+            def client(n: int) -> None:
+                for i in range(15):  # a connection per request: the kernel deals them to both workers
+                    answer = httpx.post(f"{base}/v1/claims/{story.KEY}/assertions", headers=headers, timeout=20,
+                                        json=story.elton_asserts(act_id=f"c{n}-{i}"))
+                    answers.append((answer.status_code, answer.json().get("position", 0)))
+
+            threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert [status for status, _ in answers] == [201] * 120
+            assert len({position for _, position in answers}) == 120
+            metrics = httpx.get(f"{base}/metrics", timeout=5).text
+            forwarded = re.search(r"^claims_writes_forwarded_total ([0-9.e+]+)$", metrics, re.M)
+            assert forwarded is not None and float(forwarded.group(1)) > 0, metrics[:2000]
+            newest = max(position for _, position in answers)
+            claim = httpx.get(f"{base}/v1/claims/{story.KEY}", params={"min_position": newest}, timeout=10).json()
+            assert claim["version"] == 121 and claim["counts"]["assertions"] == 120
+    finally:
+        drop_schema(url)
