@@ -220,8 +220,12 @@ class ReadStore:
         return conn
 
     @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[Cursor]:
+    def transaction(self, *, durable: bool = True, pipelined: bool = False) -> Iterator[Cursor]:
         """A write transaction: everything in it commits together or not at all.
+
+        `pipelined`, on PostgreSQL: the whole transaction, BEGIN to COMMIT, in psycopg's
+        pipeline mode; statements go without waiting for answers, and it costs one round trip
+        unless a statement's rows are read (an error surfaces then, or at the end).
 
         `durable=False`, on PostgreSQL, commits without waiting for the write-ahead log to
         reach the disk (synchronous_commit off): a crash of the server may then lose the
@@ -233,7 +237,7 @@ class ReadStore:
             with self._sqlite_transaction("BEGIN IMMEDIATE", commit=True) as cur:
                 yield cur
             return
-        with self._postgres_transaction(read_only=False) as cur:
+        with self._postgres_transaction(read_only=False, pipelined=pipelined) as cur:
             if not durable:
                 cur.execute("SET LOCAL synchronous_commit TO OFF")
             yield cur
@@ -267,12 +271,16 @@ class ReadStore:
             lite.rollback()
 
     @contextmanager
-    def _postgres_transaction(self, *, read_only: bool) -> Iterator[Cursor]:
+    def _postgres_transaction(self, *, read_only: bool, pipelined: bool = False) -> Iterator[Cursor]:
         assert self._pool is not None
         try:
             with self._pool.connection() as pg:
                 pg.read_only = read_only
                 try:
+                    if pipelined:
+                        with _pipelined_transaction(pg) as cur:
+                            yield cur
+                        return
                     with pg.transaction(), pg.cursor() as raw:
                         yield Cursor(raw, "postgres")
                 finally:
@@ -283,3 +291,21 @@ class ReadStore:
             raise StoreUnavailable(f"the read-model database is unreachable: {e}") from e
         except PoolTimeout as e:
             raise StoreUnavailable(f"no database connection free: {e}") from e
+
+
+@contextmanager
+def _pipelined_transaction(pg: psycopg.Connection[Any]) -> Iterator[Cursor]:
+    """BEGIN (psycopg's, before the first statement), the statements and COMMIT, all in one
+    pipeline: one round trip unless a statement's rows are read. (psycopg's own transaction
+    block syncs the pipeline on the way in and twice on the way out.) On any error, in the
+    block or reported at the sync, the transaction is rolled back: nothing of it stays."""
+    try:
+        with pg.pipeline(), pg.cursor() as raw:
+            cur = Cursor(raw, "postgres")
+            cur.pipelined = True
+            yield cur
+            raw.execute("COMMIT")
+    except BaseException:
+        if not pg.closed:
+            pg.rollback()
+        raise

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import psycopg
 from eventsourcing.persistence import PersistenceError
 
 from domain.errors import StoreUnavailable
@@ -38,6 +39,13 @@ from projections.tables import LIVE, REBUILD, RETIRED, Tables
 log = logging.getLogger("claims.projections")
 
 TRACKING_NAME = "ledger"
+# A batch's first statement, where the engine knows where it left the position: it moves the
+# position on under the tracking row's lock, or fails (a division by zero) when another
+# engine or a rebuild's swap moved it, and with it the whole transaction.
+MOVE_POSITION_SQL = (
+    "WITH moved AS (UPDATE {tracking} SET position = ? WHERE name = ? AND position = ? AND generation = ?"
+    " RETURNING 1) SELECT 1 / (SELECT count(*)::int FROM moved)"
+)
 BULK_CACHE_KIB = -65_536  # SQLite page cache of a bulk load: 64 MiB, whatever the log's size
 # While following a stream of writes, a batch at most this often (seconds): see run().
 BATCH_INTERVAL = float(os.environ.get("LEDGER_PROJECTION_INTERVAL_MS", "10")) / 1000
@@ -296,6 +304,9 @@ class ProjectionEngine:
         if not usable:
             return 0, waiting
         rows = [row_of(e) for e in usable]
+        tip = self._tip
+        if self.store.backend == "postgres" and tip is not None and tip[:2] == (start, self._generation):
+            return self._batch_at(start, rows, waiting, tip[2])
         try:
             # Not durable: a crash of PostgreSQL may lose the batch, with its position; the
             # engine then applies it again.
@@ -322,6 +333,30 @@ class ProjectionEngine:
             raise
         self._start = self._position = rows[-1].position
         self._tip = (self._start, generation, new_tip)
+        self.events_applied += len(rows)
+        return len(rows), waiting
+
+    def _batch_at(self, start: int, rows: list[Row], waiting: bool, tip: MerkleTip) -> tuple[int, bool] | None:
+        """A batch where this engine committed the last one (PostgreSQL): the whole
+        transaction in one pipeline, about one round trip instead of four, its first statement
+        checking and moving the position (MOVE_POSITION_SQL). Not durable, as above."""
+        try:
+            with self.store.transaction(durable=False, pipelined=True) as cur:
+                cur.execute(
+                    MOVE_POSITION_SQL.format(tracking=self.tables.tracking),
+                    (rows[-1].position, TRACKING_NAME, start, self._generation),
+                )
+                new_tip = self.apply(cur, rows, tip)
+        except psycopg.errors.DivisionByZero:  # the position had moved: nothing was written
+            self._folds.clear()
+            self._start = self._tip = None
+            return None
+        except BaseException:
+            self._folds.clear()
+            self._start = self._tip = None
+            raise
+        self._start = self._position = rows[-1].position
+        self._tip = (self._start, self._generation, new_tip)
         self.events_applied += len(rows)
         return len(rows), waiting
 

@@ -230,6 +230,38 @@ def test_two_engines_never_apply_an_event_twice(database_url: str) -> None:
     second.close()
 
 
+def test_engines_taking_turns_at_uneven_batches_leave_the_projections_a_rebuild_would(
+    database_url: str,
+) -> None:
+    """Each engine starts a batch from where it committed last, which another engine may
+    have moved on meanwhile: that batch must write nothing, and the engine go on from the
+    position it finds (on PostgreSQL, the batch's first statement checks and moves it)."""
+    from projections.verify import verify_store
+
+    first, second = Runtime.open(database_url), Runtime.open(database_url)
+    try:
+        keys = [f"turns-{i}" for i in range(8)]
+        first.ledger.execute([RegisterClaim.build({"statement": f"Proposition {i}", "key": k})
+                              for i, k in enumerate(keys)])
+        first.engine.batch_size, second.engine.batch_size = 3, 5
+        for r in range(25):
+            first.ledger.execute([
+                RecordAct.build("assert", keys[(r + j) % len(keys)], {"party": ELTON, "act_id": f"t{r}-{j}"})
+                for j in range(3)
+            ])
+            for engine in (first.engine, second.engine, first.engine) if r % 3 else (second.engine, first.engine):
+                engine.process_batch()
+        first.engine.catch_up()
+        second.engine.catch_up()
+        assert first.engine.position() == second.engine.position() == first.ledger.max_position()
+        report = verify_store(first)
+        assert report.ok, report
+        assert len(first.read.feed(0, 1000)) == first.ledger.max_position()
+    finally:
+        first.close()
+        second.close()
+
+
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_a_gap_in_notification_ids_is_passed_and_a_late_commit_is_not_skipped(
     backend: str, database_url: str
