@@ -72,7 +72,7 @@ async def record_act(
     def write(derived_act_id: str | None) -> tuple[int, dict[str, Any]]:
         act_fields = fields if fields.get("act_id") or derived_act_id is None else {**fields, "act_id": derived_act_id}
         command = RecordAct.build(op, ref, act_fields, expected_version=expected)
-        outcome = svc.writer.execute(command, svc.settings.write_timeout)
+        outcome = svc.write_in_thread(command)
         assert outcome.claim_id is not None and outcome.version is not None
         return answer(outcome, outcome.position or svc.position_of(outcome.claim_id, outcome.version))
 

@@ -119,7 +119,7 @@ async def register_claim(
         }
 
     def write(_: str | None) -> tuple[int, dict[str, Any]]:
-        outcome = svc.writer.execute(RegisterClaim.build(fields), svc.settings.write_timeout)
+        outcome = svc.write_in_thread(RegisterClaim.build(fields))
         assert outcome.claim_id is not None and outcome.version is not None
         return written(outcome, outcome.position or svc.position_of(outcome.claim_id, outcome.version))
 

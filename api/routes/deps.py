@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
+import anyio.from_thread
 import anyio.to_thread
 from eventsourcing.persistence import PersistenceError
 from fastapi import Depends, Header, Path, Query, Request
@@ -78,6 +79,12 @@ class Services:
         if self.link is not None:
             return await self.link.execute_async(command, self.settings.write_timeout)
         return await self.writer.execute_async(command, self.settings.write_timeout)
+
+    def write_in_thread(self, command: Command) -> Outcome:
+        """`write` for a request's worker thread (one AnyIO started: Idempotency-Key writes)."""
+        if self.link is not None:
+            return anyio.from_thread.run(self.link.execute_async, command, self.settings.write_timeout)
+        return self.writer.execute(command, self.settings.write_timeout)
 
     def log_head(self) -> int:
         """The newest position in the event log."""

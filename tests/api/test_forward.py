@@ -246,3 +246,39 @@ def test_claims_serve_workers_send_their_writes_to_one_writer(tmp_path: Path) ->
             assert claim["version"] == 121 and claim["counts"]["assertions"] == 120
     finally:
         drop_schema(url)
+
+
+def test_every_write_of_a_worker_goes_to_the_host_over_http(database_url: str, socket_path: str) -> None:
+    """Two apps on one store as two `--workers` processes: every write sent to the second,
+    with or without Idempotency-Key, If-Match or as a registration, is made by the first's writer."""
+    from contextlib import contextmanager
+
+    from tests.api.conftest import open_api
+
+    serve = contextmanager(open_api)
+    with serve(database_url, writer_socket=socket_path, hosts_writer=True) as host_api, \
+            serve(database_url, run_projections=False, writer_socket=socket_path) as worker:
+        host = host_api.services.host
+        assert host is not None and worker.services.link is not None
+        worker.tokens = host_api.tokens  # one token table
+        registered = worker.post("/v1/claims", story.registration(), headers={"Idempotency-Key": "reg-1"})
+        assert registered.status_code == 201, registered.text
+        asserted = worker.post(f"/v1/claims/{story.KEY}/assertions", story.elton_asserts())
+        assert asserted.status_code == 201, asserted.text
+        keyed = worker.post(f"/v1/claims/{story.KEY}/denials", story.peskov_denies(),
+                            headers={"Idempotency-Key": "deny-1"})
+        assert keyed.status_code == 201, keyed.text
+        matched = worker.post(f"/v1/claims/{story.KEY}/assertions", story.elton_asserts(act_id="again"),
+                              headers={"If-Match": '"3"'})
+        assert matched.status_code == 201, matched.text
+        stale = worker.post(f"/v1/claims/{story.KEY}/assertions", story.elton_asserts(act_id="stale"),
+                            headers={"If-Match": '"1"'})
+        assert stale.status_code == 412, stale.text
+        replay = worker.post(f"/v1/claims/{story.KEY}/denials", story.peskov_denies(),
+                             headers={"Idempotency-Key": "deny-1"})
+        assert replay.status_code == 201 and replay.headers.get("Idempotent-Replayed") == "true"
+        assert replay.json() == keyed.json()
+        assert host.forwarded == 5  # the replay was answered from the first answer, unwritten
+        assert worker.services.writer.batches == 0
+        assert [registered.json()["version"], asserted.json()["version"], keyed.json()["version"],
+                matched.json()["version"]] == [1, 2, 3, 4]
