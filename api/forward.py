@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from api.writer import GroupWriter, LoopReply
+from api.writer import GroupWriter, LoopReply, maybe_recorded
 from domain.commands import Command
 from domain.errors import StoreUnavailable
 from domain.ledger import Outcome
@@ -143,10 +143,7 @@ class WriterLink:
             async with asyncio.timeout(timeout):
                 outcome = await future
         except TimeoutError:
-            raise StoreUnavailable(
-                f"the write did not finish within {timeout:g} s and may or may not be recorded; retry it "
-                "with the same Idempotency-Key or act_id, which makes the retry safe"
-            ) from None
+            raise maybe_recorded(timeout) from None
         finally:
             self._pending.pop(request_id, None)
         self.forwarded += 1

@@ -225,6 +225,11 @@ def _timed_out(future: Reply, timeout: float) -> StoreUnavailable:
         return StoreUnavailable(
             f"the ledger did not take the write within {timeout:g} s; nothing was written, retry"
         )
+    return maybe_recorded(timeout)
+
+
+def maybe_recorded(timeout: float) -> StoreUnavailable:
+    """A write taken by a writer that did not answer in time: it may yet commit."""
     return StoreUnavailable(
         f"the write did not finish within {timeout:g} s and may or may not be recorded; retry it "
         "with the same Idempotency-Key or act_id, which makes the retry safe"
