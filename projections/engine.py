@@ -328,13 +328,9 @@ class ProjectionEngine:
                         (rows[-1].position, TRACKING_NAME),
                     )
         except BaseException:
-            self._folds.clear()  # they may hold this batch's uncommitted effects
-            self._start = self._tip = None
+            self._forget()
             raise
-        self._start = self._position = rows[-1].position
-        self._tip = (self._start, generation, new_tip)
-        self.events_applied += len(rows)
-        return len(rows), waiting
+        return self._committed(rows, generation, new_tip, waiting)
 
     def _batch_at(self, start: int, rows: list[Row], waiting: bool, tip: MerkleTip) -> tuple[int, bool] | None:
         """A batch where this engine committed the last one (PostgreSQL): the whole
@@ -348,15 +344,22 @@ class ProjectionEngine:
                 )
                 new_tip = self.apply(cur, rows, tip)
         except psycopg.errors.DivisionByZero:  # the position had moved: nothing was written
-            self._folds.clear()
-            self._start = self._tip = None
+            self._forget()
             return None
         except BaseException:
-            self._folds.clear()
-            self._start = self._tip = None
+            self._forget()
             raise
+        return self._committed(rows, self._generation, new_tip, waiting)
+
+    def _forget(self) -> None:
+        """After a batch that did not commit: its folds may hold its effects, and where
+        this engine left the log is no longer known."""
+        self._folds.clear()
+        self._start = self._tip = None
+
+    def _committed(self, rows: list[Row], generation: int, tip: MerkleTip, waiting: bool) -> tuple[int, bool]:
         self._start = self._position = rows[-1].position
-        self._tip = (self._start, self._generation, new_tip)
+        self._tip = (self._start, generation, tip)
         self.events_applied += len(rows)
         return len(rows), waiting
 
