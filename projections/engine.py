@@ -94,6 +94,8 @@ STANCE_COLUMNS = ("holder_id", "claim_id", "party_id", "stance", "act_id", "said
 STANCE_PG_TYPES = ("text", "text", "text", "text", "text", "text", "bigint", "text")
 SUBJECT_COLUMNS = ("subject", "claim_id", "reg_position")
 SUBJECT_PG_TYPES = ("text", "text", "bigint")
+SEARCH_COLUMNS = ("statement", "claim_id")
+SEARCH_PG_TYPES = ("text", "text")
 
 
 def _claim_row(claim_id: str, v: dict[str, Any], reg_position: int, position: int) -> tuple[Any, ...]:
@@ -248,6 +250,7 @@ class ProjectionEngine:
     # Schema.
     def ensure_tables(self) -> None:
         with self.store.transaction() as cur:
+            self.tables.upgrade(cur)
             self.tables.create(cur, generation=0)
             self.merkle.create_tables(cur)
             cur.execute(
@@ -559,11 +562,9 @@ class ProjectionEngine:
             [(s, cid, pos) for cid, fold, pos in registered for s in fold.subjects],
             SUBJECT_PG_TYPES,
         )
-        if cur.backend == "sqlite":
-            cur.executemany(
-                f"INSERT INTO {t.search} (statement, claim_id) VALUES (?, ?)",
-                [(fold.statement, cid) for cid, fold, _ in registered],
-            )
+        cur.copy_rows(
+            t.search, SEARCH_COLUMNS, [(fold.statement, cid) for cid, fold, _ in registered], SEARCH_PG_TYPES,
+        )
 
     def _write_views(
         self, cur: Cursor, dirty: dict[str, ProjectedFold], reg_positions: dict[str, int], rows: Sequence[Row]

@@ -201,7 +201,7 @@ class ReadModels:
             if not words:
                 raise InvalidInput("q must contain at least one word to search for", "q")
             if self.store.backend == "postgres":
-                where.append("c.tsv @@ plainto_tsquery('simple', ?)")
+                where.append(f"c.claim_id IN (SELECT claim_id FROM {t.search} WHERE tsv @@ plainto_tsquery('simple', ?))")
                 params.append(" ".join(words))
             else:
                 # Each word quoted: FTS5 query syntax in user input is searched as text.

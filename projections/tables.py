@@ -43,14 +43,13 @@ class Tables:
 
     @property
     def search(self) -> str:
-        """SQLite's FTS5 table (PostgreSQL searches a tsvector column of `claims`)."""
+        """Each claim's statement for full-text search, written once, at its registration:
+        an FTS5 table on SQLite; on PostgreSQL a table with the statement's tsvector (under
+        a GIN index), apart from `claims`, whose row every act rewrites."""
         return f"{self.prefix}search"
 
     def all(self, backend: str) -> list[str]:
-        names = [self.claims, self.subjects, self.stances, self.history, self.tracking]
-        if backend == "sqlite":
-            names.append(self.search)
-        return names
+        return [self.claims, self.subjects, self.stances, self.history, self.tracking, self.search]
 
     def create(self, cur: Cursor, generation: int, *, indexes: bool = True) -> None:
         """The tables, unless they exist; `indexes=False` leaves out the secondary indexes
@@ -59,21 +58,14 @@ class Tables:
             return
         pg = cur.backend == "postgres"
         big = "BIGINT" if pg else "INTEGER"
-        tsv = (
-            ", tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', statement)) STORED" if pg else ""
-        )
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {self.claims} ("
             " claim_id TEXT PRIMARY KEY, key TEXT NOT NULL, statement TEXT NOT NULL,"
-            " language TEXT NOT NULL, status TEXT NOT NULL, view TEXT NOT NULL,"
+            f" language TEXT NOT NULL, status TEXT NOT NULL, view TEXT{_fast_compression(cur)} NOT NULL,"
             f" version INTEGER NOT NULL, reg_position {big} NOT NULL, position {big} NOT NULL,"
-            f" registered_at TEXT NOT NULL, updated_at TEXT NOT NULL{tsv})"
+            " registered_at TEXT NOT NULL, updated_at TEXT NOT NULL)"
         )
-        if not pg:
-            cur.execute(
-                f"CREATE VIRTUAL TABLE IF NOT EXISTS {self.search} USING fts5("
-                "statement, claim_id UNINDEXED, tokenize='unicode61 remove_diacritics 2')"
-            )
+        self._create_search(cur)
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {self.subjects} ("
             f" subject TEXT NOT NULL, claim_id TEXT NOT NULL, reg_position {big} NOT NULL)"
@@ -119,13 +111,53 @@ class Tables:
         cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.claims}_status ON {self.claims} (status, reg_position)")
         cur.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{g}_{self.claims}_reg ON {self.claims} (reg_position)")
         if cur.backend == "postgres":
-            cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.claims}_tsv ON {self.claims} USING GIN (tsv)")
+            cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.search}_tsv ON {self.search} USING GIN (tsv)")
         cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.subjects}_pos ON {self.subjects} (subject, reg_position)")
         cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.stances}_claim ON {self.stances} (claim_id)")
         cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.stances}_party ON {self.stances} (party_id)")
         cur.execute(
             f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.stances}_pos ON {self.stances} (holder_id, reg_position)"
         )
+
+    def _create_search(self, cur: Cursor) -> None:
+        if cur.backend == "postgres":
+            # A stored generated column: computed once, when the registration's row goes in.
+            # (Kept in `claims`, as it once was, every rewrite of a claim's row computed it again.)
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.search} (claim_id TEXT NOT NULL, statement TEXT NOT NULL,"
+                " tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', statement)) STORED)"
+            )
+        else:
+            cur.execute(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS {self.search} USING fts5("
+                "statement, claim_id UNINDEXED, tokenize='unicode61 remove_diacritics 2')"
+            )
+
+    def upgrade(self, cur: Cursor) -> None:
+        """Bring tables an earlier version made to this version's layout, in the caller's
+        transaction (processes opening a ledger do this one at a time: runtime.py). On PostgreSQL, the statement's tsvector moves from `claims` to its own
+        `search` table (the same words, so the same searches find the same claims)."""
+        if cur.backend != "postgres" or not self._exists(cur):
+            return
+        old = cur.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ? AND column_name = 'tsv'", (self.claims,),
+        ).fetchone()
+        if _fast_compression(cur) and cur.execute(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = ?::regclass AND attname = 'view' AND attcompression <> 'l'",
+            (self.claims,),
+        ).fetchone():
+            cur.execute(f"ALTER TABLE {self.claims} ALTER COLUMN view SET COMPRESSION lz4")  # for values to come
+        if old is None:
+            return
+        row = cur.execute(f"SELECT max(generation) FROM {self.tracking}").fetchone()
+        generation = int(row[0]) if row and row[0] is not None else 0
+        self._create_search(cur)
+        cur.execute(f"INSERT INTO {self.search} (claim_id, statement) SELECT claim_id, statement FROM {self.claims}")
+        cur.execute(
+            f"CREATE INDEX IF NOT EXISTS ix_g{generation}_{self.search}_tsv ON {self.search} USING GIN (tsv)"
+        )
+        cur.execute(f"ALTER TABLE {self.claims} DROP COLUMN tsv")  # its GIN index goes with it
 
     def _exists(self, cur: Cursor) -> bool:
         if cur.backend == "postgres":
@@ -141,3 +173,15 @@ class Tables:
     def rename_to(self, cur: Cursor, other: Tables) -> None:
         for mine, theirs in zip(self.all(cur.backend), other.all(cur.backend), strict=True):
             cur.execute(f"ALTER TABLE {mine} RENAME TO {theirs}")
+
+
+def _fast_compression(cur: Cursor) -> str:
+    """`COMPRESSION lz4` where PostgreSQL was built with it, for a claim's view: every act
+    rewrites its claim's view, and the larger ones are compressed each time (with pglz, the
+    default, writing claim rows took PostgreSQL 1.4 times as long)."""
+    if cur.backend != "postgres":
+        return ""
+    row = cur.execute(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+    ).fetchone()
+    return " COMPRESSION lz4" if row and row[0] else ""

@@ -266,7 +266,7 @@ TABLES = (
     _Table("stances", ("holder_id", "claim_id"), ("holder_id", "claim_id", "party_id", "stance", "act_id",
                                                   "said_at", "reg_position", "item")),
     _Table("history", ("position",), ("position", "claim_id", "version", "type", "act_id", "hash", "body")),
-    _Table("search", ("claim_id",), ("claim_id", "statement"), sqlite_only=True),
+    _Table("search", ("claim_id",), ("claim_id", "statement")),
     _Table("merkle_leaves", ("leaf_index",), ("leaf_index", "position", "hash")),
     _Table("merkle_nodes", ("level", "idx"), ("level", "idx", "hash")),
 )

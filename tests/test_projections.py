@@ -46,7 +46,7 @@ def snapshot(rt: Runtime) -> dict[str, list[tuple[Any, ...]]]:
 def _search_rows(cur: Cursor) -> list[tuple[Any, ...]]:
     if cur.backend == "sqlite":
         return cur.execute("SELECT claim_id, statement FROM rm_search ORDER BY claim_id").fetchall()
-    return cur.execute("SELECT claim_id, tsv::text FROM rm_claims ORDER BY claim_id").fetchall()
+    return cur.execute("SELECT claim_id, statement, tsv::text FROM rm_search ORDER BY claim_id").fetchall()
 
 
 def seed_story(rt: Runtime) -> None:
@@ -95,6 +95,55 @@ def test_search_filters_and_pages_answer_from_the_read_models(runtime: Runtime) 
     page3, cursor3 = read.list_claims(limit=3, cursor=cursor2)
     assert [len(page1), len(page2), len(page3), cursor3] == [3, 3, 1, None]
     assert len({c["key"] for c in page1 + page2 + page3}) == 7
+
+
+@pytest.fixture
+def pg_url(tmp_path: Path) -> Iterator[str]:
+    url = new_database_url("postgres", tmp_path)
+    yield url
+    drop_schema(url)
+
+
+def test_tables_of_the_earlier_postgres_layout_are_upgraded_in_place(pg_url: str) -> None:
+    """Before, PostgreSQL kept each statement's tsvector in `claims` (every rewrite of the row
+    computed it again); starting on such tables moves it to `search`, and the same words find
+    the same claims, with nothing to rebuild."""
+    from projections.verify import verify_store
+
+    rt = Runtime.open(pg_url)
+    try:
+        seed_story(rt)
+        rt.ledger.register_claim("Elton John met Vladimir Putin in Moscow", key="elton-met-putin")
+        rt.engine.catch_up()
+        expected = snapshot(rt)
+        with rt.store.transaction() as cur:  # the tables as the earlier version made them
+            cur.execute("DROP TABLE rm_search")
+            cur.execute("ALTER TABLE rm_claims ADD COLUMN tsv tsvector"
+                        " GENERATED ALWAYS AS (to_tsvector('simple', statement)) STORED")
+            cur.execute("CREATE INDEX ix_g0_rm_claims_tsv ON rm_claims USING GIN (tsv)")
+            cur.execute("ALTER TABLE rm_claims ALTER COLUMN view SET COMPRESSION pglz")
+            lz4 = cur.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings"
+                              " WHERE name = 'default_toast_compression'").fetchone() == (True,)
+    finally:
+        rt.close()
+    rt = Runtime.open(pg_url)
+    try:
+        with rt.store.reading() as cur:
+            assert cur.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = "
+                               "current_schema() AND table_name = 'rm_claims' AND column_name = 'tsv'"
+                               ).fetchone() == (0,)
+            assert cur.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema()"
+                               " AND indexname = 'ix_g0_rm_search_tsv'").fetchone() == (1,)
+            assert cur.execute("SELECT attcompression FROM pg_attribute WHERE attrelid = 'rm_claims'::regclass"
+                               " AND attname = 'view'").fetchone() == ("l" if lz4 else "p",)
+        assert snapshot(rt) == expected
+        assert {c["key"] for c in rt.read.list_claims(q="Elton Putin")[0]} == {CLAIM_KEY, "elton-met-putin"}
+        rt.ledger.register_claim("Putin telephoned the Kremlin choir", key="choir")
+        rt.engine.catch_up()
+        assert {c["key"] for c in rt.read.list_claims(q="telephoned")[0]} == {CLAIM_KEY, "choir"}
+        assert verify_store(rt).ok
+    finally:
+        rt.close()
 
 
 @pytest.mark.parametrize("q", ['"unbalanced', "NEAR(a b", "a OR", "'; DROP TABLE rm_claims; --", "*", "rights*"])
