@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -193,5 +194,43 @@ def test_a_claim_read_for_a_write_is_the_one_the_library_rebuilds(
         assert ours.fold.last_hash == theirs.fold.last_hash
         assert ours.pending_events == []
         assert fresh._get_or_none(claim_id_for_key("no-such-claim-" + key)) is None
+    finally:
+        fresh.close()
+
+
+def test_a_batch_naming_claims_the_writer_does_not_hold_reads_them_together(ledger: Ledger) -> None:
+    """A fresh writer (or one whose cache let the claims go) reads every claim a batch names
+    before applying it: on PostgreSQL all of them in one query. Each is the claim the
+    library rebuilds, a claim that does not exist is None, and the batch applies as usual."""
+    keys = [f"cold-{i}" for i in range(6)]
+    ledger.execute([RegisterClaim.build({"statement": f"Proposition {i}", "key": k}) for i, k in enumerate(keys)])
+    ledger.execute([RecordAct.build("assert", k, {"party": ELTON, "act_id": f"a-{j}"})
+                    for j in range(3) for k in keys[: 2 + j]])
+    ledger.deny_claim(keys[0], **peskov_denies())
+    fresh = reopen(ledger)
+    try:
+        ids = [claim_id_for_key(k) for k in keys] + [claim_id_for_key("no-such-claim")]
+        queries = 0
+        if fresh.database.backend == "postgres":
+            select_many = fresh._select_many
+
+            def counted(claim_ids: list[Any]) -> list[dict[str, Any]]:
+                nonlocal queries
+                queries += 1
+                return select_many(claim_ids)
+
+            fresh._select_many = counted  # type: ignore[method-assign]
+        loaded = fresh.load_claims(ids)
+        assert queries == (1 if fresh.database.backend == "postgres" else 0)
+        assert loaded[ids[-1]] is None
+        for claim_id in ids[:-1]:
+            ours, theirs = loaded[claim_id], fresh.repository.get(claim_id)
+            assert ours is not None
+            assert (ours.version, ours.created_on, ours.modified_on) == (
+                theirs.version, theirs.created_on, theirs.modified_on)
+            assert ours.fold.view() == theirs.fold.view()
+            assert ours.fold.last_hash == theirs.fold.last_hash
+        outcomes = fresh.execute([RecordAct.build("deny", k, {"party": PESKOV, "act_id": "late"}) for k in keys])
+        assert [o.version for o in outcomes] == [6, 5, 4, 3, 2, 2]
     finally:
         fresh.close()
