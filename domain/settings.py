@@ -68,6 +68,8 @@ class Database:
         self.ensure_schema()
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            # The library's recorder, each write's transaction in one round trip (domain/recorder.py).
+            "APPLICATION_RECORDER_TOPIC": "domain.recorder:PipelinedRecorder",
             "POSTGRES_HOST": self.host,
             "POSTGRES_PORT": str(self.port),
             "POSTGRES_USER": self.user,
