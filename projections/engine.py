@@ -48,7 +48,7 @@ MOVE_POSITION_SQL = (
 )
 BULK_CACHE_KIB = -65_536  # SQLite page cache of a bulk load: 64 MiB, whatever the log's size
 # While following a stream of writes, a batch at most this often (seconds): see run().
-BATCH_INTERVAL = float(os.environ.get("LEDGER_PROJECTION_INTERVAL_MS", "10")) / 1000
+BATCH_INTERVAL = float(os.environ.get("LEDGER_PROJECTION_INTERVAL_MS", "25")) / 1000
 BATCH_SPACING = 2.0  # ... and by at least this many times the CPU the last batch took
 PARALLEL_FROM = 20_000  # events from which a rebuild folds claims in a second process
 Progress = Callable[[int, int], None]
