@@ -14,17 +14,8 @@ from uuid import UUID
 
 import orjson
 from eventsourcing.application import AggregateNotFoundError, Application, Cache, ProcessingEvent
-from eventsourcing.persistence import (
-    IntegrityError,
-    InterfaceError,
-    Notification,
-    OperationalError,
-    PersistenceError,
-    Recording,
-    StoredEvent,
-)
-from eventsourcing.utils import get_topic, retry
-from psycopg import sql
+from eventsourcing.persistence import IntegrityError, Notification, PersistenceError, Recording, StoredEvent
+from eventsourcing.utils import get_topic
 
 from domain.canonical import body_text
 from domain.claim import Claim
@@ -37,6 +28,7 @@ from domain.errors import (
     VersionMismatch,
 )
 from domain.fold import ActState
+from domain.recorder import PipelinedRecorder
 from domain.settings import Database
 from domain.values import SLUG, claim_id_for_key, format_instant, instant_of
 
@@ -126,15 +118,9 @@ class Ledger(Application[UUID]):
         self._cache_lock = threading.Lock()
         self._execute_lock = threading.Lock()
         self._followed: int | None = None  # the claim cache holds every event up to this position
-        self._many_claims_sql: sql.Composed | None = None  # see _read_claims
-        if self.database.backend == "postgres" and self.mapper.cipher is None and self.mapper.compressor is None:
-            self._many_claims_sql = sql.SQL(
-                "SELECT originator_id, originator_version, topic, state FROM {}.{}"
-                " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-            ).format(
-                sql.Identifier(self.recorder.datastore.schema),  # type: ignore[attr-defined]
-                sql.Identifier(self.recorder.events_table_name),  # type: ignore[attr-defined]
-            )
+        # Claims read together (see _read_claims), where the stored state is plain JSON.
+        self._reads_many = (isinstance(self.recorder, PipelinedRecorder)
+                            and self.mapper.cipher is None and self.mapper.compressor is None)
 
     # One-command conveniences (tests, CLI); errors are raised.
     def register_claim(self, statement: str, key: str | None = None, **fields: Any) -> Outcome:
@@ -414,19 +400,13 @@ class Ledger(Application[UUID]):
         """Claims read whole from the store: on PostgreSQL, several in one query (a batch
         of writes to claims this writer has not cached yet would otherwise wait for one
         round trip per claim, one after another)."""
-        if len(claim_ids) < 2 or self._many_claims_sql is None:
+        if len(claim_ids) < 2 or not self._reads_many:
             return {claim_id: self._get_or_none(claim_id) for claim_id in claim_ids}
-        rows = self._select_many(list(claim_ids))
+        rows = cast(PipelinedRecorder, self.recorder).select_originators(claim_ids)
         stored: dict[UUID, list[tuple[int, str, bytes]]] = {claim_id: [] for claim_id in claim_ids}
         for row in rows:
             stored[row["originator_id"]].append((row["originator_version"], row["topic"], bytes(row["state"])))
         return {claim_id: self._claim_from_stored(claim_id, events) for claim_id, events in stored.items()}
-
-    @retry((OperationalError, InterfaceError), max_attempts=10, wait=0.2)  # as the library's own reads
-    def _select_many(self, claim_ids: list[UUID]) -> list[dict[str, Any]]:
-        with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:  # type: ignore[attr-defined]
-            curs.execute(self._many_claims_sql, (claim_ids,), prepare=True)
-            return cast(list[dict[str, Any]], curs.fetchall())
 
     def _claim_from_stored(self, claim_id: UUID, stored: Sequence[tuple[int, str, bytes]]) -> Claim | None:
         """A claim folded from its stored events, (version, topic, state) in version order."""

@@ -29,12 +29,12 @@ from eventsourcing.application import project_aggregate
 from eventsourcing.persistence import JSONTranscoder, Mapper, PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from psycopg.sql import SQL, Identifier
 
 from domain.claim import Claim, StateTranscoder
 from domain.commands import Command, RecordAct, RegisterClaim
 from domain.errors import InvalidInput, LedgerError, StoreUnavailable
 from domain.ledger import Ledger, LoggedEvent, _Batch
+from domain.recorder import PipelinedRecorder
 from domain.values import SLUG, claim_id_for_key, parse_instant
 
 Json = dict[str, Any]
@@ -428,12 +428,9 @@ def _sqlite_transaction(ledger: Ledger) -> Iterator[EventWriter]:
 
 class _PostgresWriter:
     def __init__(self, ledger: Ledger, cursor: Any) -> None:
-        self.recorder = cast(PostgresApplicationRecorder, ledger.recorder)
+        self.recorder = cast(PipelinedRecorder, ledger.recorder)
         self.cursor = cursor
-        self.select = SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {}.{}"
-            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-        ).format(Identifier(self.recorder.datastore.schema), Identifier(self.recorder.events_table_name))
+        self.select = self.recorder.select_originators_statement
 
     def events_of(self, claim_ids: list[UUID]) -> dict[UUID, list[StoredEvent]]:
         self.cursor.execute(self.select, (claim_ids,))

@@ -16,6 +16,7 @@ from domain.claim import Claim
 from domain.commands import RecordAct, RegisterClaim
 from domain.errors import InvalidInput
 from domain.fold import fold_claim
+from domain.recorder import PipelinedRecorder
 from domain.values import claim_id_for_key
 from tests.story import (
     CLAIM_KEY,
@@ -212,14 +213,16 @@ def test_a_batch_naming_claims_the_writer_does_not_hold_reads_them_together(ledg
         ids = [claim_id_for_key(k) for k in keys] + [claim_id_for_key("no-such-claim")]
         queries = 0
         if fresh.database.backend == "postgres":
-            select_many = fresh._select_many
+            recorder = fresh.recorder
+            assert isinstance(recorder, PipelinedRecorder)
+            select_originators = recorder.select_originators
 
-            def counted(claim_ids: list[Any]) -> list[dict[str, Any]]:
+            def counted(claim_ids: Any) -> Any:
                 nonlocal queries
                 queries += 1
-                return select_many(claim_ids)
+                return select_originators(claim_ids)
 
-            fresh._select_many = counted  # type: ignore[method-assign]
+            recorder.select_originators = counted  # type: ignore[method-assign]
         loaded = fresh.load_claims(ids)
         assert queries == (1 if fresh.database.backend == "postgres" else 0)
         assert loaded[ids[-1]] is None
