@@ -88,6 +88,9 @@ def test_forwarded_writes_are_committed_by_the_host_in_order_with_their_own_outc
                 link.execute_async(act("assert", story.elton_asserts(act_id=f"a{i}")), 10) for i in range(20)
             ))
             assert sorted(o.version for o in outcomes) == list(range(2, 22))  # type: ignore[type-var]
+            # Sent together and answered together (frames share writes both ways): each
+            # request still gets its own outcome.
+            assert [o.act_id for o in outcomes] == [f"a{i}" for i in range(20)]
             assert len({o.position for o in outcomes}) == 20
             assert link.forwarded == 21 and host.forwarded == 21
             assert link_writer.batches == 0  # the worker's own writer wrote nothing
