@@ -135,8 +135,10 @@ class Tables:
 
     def upgrade(self, cur: Cursor) -> None:
         """Bring tables an earlier version made to this version's layout, in the caller's
-        transaction (processes opening a ledger do this one at a time: runtime.py). On PostgreSQL, the statement's tsvector moves from `claims` to its own
-        `search` table (the same words, so the same searches find the same claims)."""
+        transaction (processes opening a ledger do this one at a time: runtime.py). On
+        PostgreSQL, the statement's tsvector moves from `claims` to its own `search` table
+        (the same words, so the same searches find the same claims), and the view column
+        takes lz4 for the values written from now on."""
         if cur.backend != "postgres" or not self._exists(cur):
             return
         old = cur.execute(
