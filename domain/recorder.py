@@ -10,21 +10,43 @@ Nothing else changes: the same statements, the same errors (an IntegrityError wh
 writer took a version first), the same retries.
 
 A write is acknowledged only once the server has answered the COMMIT: an error anywhere
-before it aborts the whole pipeline, the transaction is rolled back and the error raised.
+before it aborts the whole pipeline, the transaction is rolled back and the error raised
+(`one_round_trip`, which the projection engine's batches use too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
-from psycopg import Cursor
+from psycopg import Connection, Cursor
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
+
+
+@contextmanager
+def one_round_trip(conn: Connection[Any]) -> Iterator[None]:
+    """A transaction whose statements, BEGIN to COMMIT, go in one pipeline: one round trip
+    unless a statement's rows are read inside. (psycopg's own transaction block syncs the
+    pipeline on the way in and twice on the way out.) The block's cursors hold their results
+    once it ends; COMMIT goes on a cursor of its own. On any error, in the block or reported
+    at the sync, the transaction is rolled back: nothing of it stays."""
+    try:
+        with conn.pipeline():
+            if conn.autocommit:  # else psycopg begins before the first statement
+                conn.execute("BEGIN")
+            yield
+            conn.execute("COMMIT")
+    except BaseException:
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.rollback()
+        raise
 
 
 class PipelinedRecorder(PostgresApplicationRecorder):
@@ -64,25 +86,12 @@ class PipelinedRecorder(PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library's insert_events
     def _insert_pipelined(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        failure: Exception | None = None
-        notification_ids: Sequence[int] | None = None
-        # The library's connection turns psycopg's errors into its own; the pool's rolls back
-        # the failed transaction as the error leaves it.
-        with self.datastore.get_connection() as conn:
-            with conn.pipeline() as pipeline:
-                try:
-                    conn.execute("BEGIN")
-                    with conn.cursor() as curs:
-                        self._insert_events(curs, stored_events, **kwargs)
-                        self._insert_stored_events(curs, stored_events, **kwargs)
-                        conn.execute("COMMIT")
-                        pipeline.sync()
-                        notification_ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-                except Exception as e:  # raised once the pipeline is closed, as the library does
-                    failure = e
-            if failure is not None:
-                raise failure
-        return notification_ids
+        # The library's connection turns psycopg's errors into its own.
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            with one_round_trip(conn):
+                self._insert_events(curs, stored_events, **kwargs)
+                self._insert_stored_events(curs, stored_events, **kwargs)
+            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
     def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
         self._lock_table(curs)

@@ -19,6 +19,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from domain.errors import StoreUnavailable
+from domain.recorder import one_round_trip
 from domain.settings import Database
 
 Params = Sequence[Any]
@@ -295,17 +296,7 @@ class ReadStore:
 
 @contextmanager
 def _pipelined_transaction(pg: psycopg.Connection[Any]) -> Iterator[Cursor]:
-    """BEGIN (psycopg's, before the first statement), the statements and COMMIT, all in one
-    pipeline: one round trip unless a statement's rows are read. (psycopg's own transaction
-    block syncs the pipeline on the way in and twice on the way out.) On any error, in the
-    block or reported at the sync, the transaction is rolled back: nothing of it stays."""
-    try:
-        with pg.pipeline(), pg.cursor() as raw:
-            cur = Cursor(raw, "postgres")
-            cur.pipelined = True
-            yield cur
-            raw.execute("COMMIT")
-    except BaseException:
-        if not pg.closed:
-            pg.rollback()
-        raise
+    with pg.cursor() as raw, one_round_trip(pg):
+        cur = Cursor(raw, "postgres")
+        cur.pipelined = True
+        yield cur
