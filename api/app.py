@@ -66,7 +66,9 @@ def open_services(
         idempotency.ensure_table()
         idempotency.purge()
         metrics = ApiMetrics(lambda: (rt.read.position(), rt.ledger.max_position()))
-        writer = GroupWriter(rt.ledger, max_batch=settings.max_batch, on_commit=metrics.observe_commit)
+        writer = GroupWriter(
+            rt.ledger, max_batch=settings.max_batch, on_commit=metrics.observe_commit, gate=tokens.check,
+        )
         writer.start()
         engine_thread = rt.engine.start_thread() if run_projections else None
     except BaseException:

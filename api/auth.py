@@ -1,7 +1,10 @@
 """Bearer tokens and roles: tokens are shown once and stored only as SHA-256 hashes.
 
 A request's token is looked up by its hash on every request (no cache), so a revoked
-token stops working at once. Tokens never reach a log line.
+token stops working at once. A write's token is looked up by the group writer, for every
+write of a batch in one statement, just before the batch is applied (`Credential`,
+`TokenStore.check`): a token revoked before then writes nothing. Tokens never reach a log
+line.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -67,6 +71,14 @@ class TokenRecord:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a write shows: its bearer token's hash and the role the write needs."""
+
+    digest: str
+    needed: Role
 
 
 def token_hash(token: str) -> str:
@@ -136,6 +148,26 @@ class TokenStore:
             row = cur.execute(AUTHENTICATE_SQL, (digest,)).fetchone()
         return _principal(row, digest)
 
+    def check(self, credentials: Sequence[Credential]) -> Sequence[Problem | None]:
+        """Each credential's refusal (401 unknown or revoked, 403 role too low), or None
+        when it may write: the group writer's check of a batch, one statement for all."""
+        digests = sorted({c.digest for c in credentials})
+        if self.store.backend == "postgres":
+            rows = self.store.query(AUTHENTICATE_ANY_SQL, (digests,))
+        else:
+            marks = ", ".join("?" * len(digests))
+            rows = self.store.query(f"{AUTHENTICATE_SELECT} WHERE token_hash IN ({marks})", digests)
+        found = {str(row[1]): row for row in rows}
+        refusals: list[Problem | None] = []
+        for credential in credentials:
+            try:
+                require_role(_known(_principal(found.get(credential.digest), credential.digest)), credential.needed)
+            except Problem as e:
+                refusals.append(e)
+            else:
+                refusals.append(None)
+        return refusals
+
     async def authenticate_async(self, token: str) -> Principal | None:
         """`authenticate` for the event loop: one statement through `lookups`."""
         if self._lookup is None:
@@ -144,8 +176,9 @@ class TokenStore:
         return _principal(await self._lookup(digest), digest)
 
 
-AUTHENTICATE_SQL = f"SELECT id, token_hash, role, label, revoked_at FROM {TABLE} WHERE token_hash = ?"
-AUTHENTICATE_ANY_SQL = f"SELECT id, token_hash, role, label, revoked_at FROM {TABLE} WHERE token_hash = ANY(?)"
+AUTHENTICATE_SELECT = f"SELECT id, token_hash, role, label, revoked_at FROM {TABLE}"
+AUTHENTICATE_SQL = f"{AUTHENTICATE_SELECT} WHERE token_hash = ?"
+AUTHENTICATE_ANY_SQL = f"{AUTHENTICATE_SELECT} WHERE token_hash = ANY(?)"
 
 
 def _principal(row: tuple[Any, ...] | None, digest: str) -> Principal | None:
@@ -176,6 +209,14 @@ async def principal_from_header(tokens: TokenStore, authorization: str | None) -
     if authorization is None:
         return None
     return _known(await tokens.authenticate_async(bearer_token(authorization)))
+
+
+def credential_from_header(authorization: str | None, needed: Role) -> Credential:
+    """A write's credential, for the group writer to check; 401 without a bearer token."""
+    if authorization is None:
+        require_role(None, needed)  # raises: no token
+    assert authorization is not None
+    return Credential(token_hash(bearer_token(authorization)), needed)
 
 
 def bearer_token(authorization: str) -> str:

@@ -6,8 +6,9 @@ claim again: on two cores, two workers spent ~60% more CPU per write than one pr
 So worker 1 (the host) serves its writer on a Unix socket and the other workers send it
 their commands: batches as large as one process's, no cache following the others.
 
-Frames are a 4-byte length and a pickle: (request id, command) one way, (request id,
-outcome, error) back, in any order. The socket lies in a directory only the ledger's user
+Frames are a 4-byte length and a pickle: (request id, command, credential) one way,
+(request id, outcome, error) back, in any order. The host's writer checks the credential
+(the token's hash and the role needed) with the rest of its batch. The socket lies in a directory only the ledger's user
 can open (the supervisor makes it, mode 0700); no one else can speak on it.
 
 Nothing changes what is safe: a worker that cannot reach the host writes through its own
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from api.auth import Credential
 from api.writer import GroupWriter, LoopReply, maybe_recorded
 from domain.commands import Command
 from domain.errors import StoreUnavailable
@@ -82,12 +84,12 @@ class WriterHost:
         try:
             while True:
                 try:
-                    request_id, command = await _read_frame(reader)
+                    request_id, command, credential = await _read_frame(reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
                 reply = LoopReply(loop)
                 try:
-                    self.writer.submit_reply(command, reply)
+                    self.writer.submit_reply(command, reply, credential)
                 except StoreUnavailable as e:  # shutting down
                     stream.write(_answer(request_id, None, e))
                     continue
@@ -131,15 +133,15 @@ class WriterLink:
         self._connecting: asyncio.Lock | None = None
         self._retry_at = 0.0
 
-    async def execute_async(self, command: Command, timeout: float) -> Outcome:
+    async def execute_async(self, command: Command, timeout: float, credential: Credential | None = None) -> Outcome:
         stream = self._stream if self._stream is not None and not self._stream.is_closing() else await self._connect()
         if stream is None:
-            return await self.local.execute_async(command, timeout)
+            return await self.local.execute_async(command, timeout, credential)
         request_id = next(self._ids)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            stream.write(_frame((request_id, command)))
+            stream.write(_frame((request_id, command, credential)))
             async with asyncio.timeout(timeout):
                 outcome = await future
         except TimeoutError:

@@ -62,6 +62,16 @@ class Problem(Exception):
         self.headers = dict(headers or {})
         self.extra = extra or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Problems cross processes (a refused write forwarded to the writer host, api/forward.py).
+        return _problem, (self.status, self.detail, self.code, self.title, self.headers, self.extra)
+
+
+def _problem(
+    status: int, detail: str, code: str | None, title: str, headers: dict[str, str], extra: Json,
+) -> Problem:
+    return Problem(status, detail, code=code, title=title, headers=headers, extra=extra)
+
 
 def problem_body(
     status: int, title: str, detail: str, *, code: str | None, instance: str, request_id: str | None,

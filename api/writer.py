@@ -4,6 +4,10 @@ Requests submit commands and wait on a future (a thread) or a `LoopReply` (the e
 queued (up to `max_batch`), runs it through `Ledger.execute` in one transaction — later
 commands see earlier ones, a broken rule fails only its own command — and answers each
 future with its own outcome after the commit. Nothing is acknowledged before commit.
+
+A command may come with its caller's credential (api/auth.py): the writer's `gate` checks
+the batch's credentials in one statement before applying it, and a refused command is
+answered with its refusal and never applied (the others see nothing of it).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+from api.auth import Credential
 from domain.commands import Command
 from domain.errors import StoreUnavailable
 from domain.ledger import Ledger, Outcome
@@ -35,12 +40,17 @@ class Reply(Protocol):
     def cancel(self) -> bool: ...
 
 
-Pending = tuple[Command, Reply]
+Pending = tuple[Command, Reply, Credential | None]
+# A batch's credentials in, each one's refusal (None: it may write) out.
+Gate = Callable[[Sequence[Credential]], Sequence[BaseException | None]]
 
 
 class GroupWriter:
-    def __init__(self, ledger: Ledger, *, max_batch: int = 500, on_commit: OnCommit | None = None) -> None:
+    def __init__(
+        self, ledger: Ledger, *, max_batch: int = 500, on_commit: OnCommit | None = None, gate: Gate | None = None,
+    ) -> None:
         self.ledger = ledger
+        self.gate = gate
         self.max_batch = max_batch
         self.on_commit = on_commit
         self.batches = 0
@@ -52,9 +62,9 @@ class GroupWriter:
         self._thread: threading.Thread | None = None
 
     # Request side.
-    def submit(self, command: Command) -> Future[Outcome]:
+    def submit(self, command: Command, credential: Credential | None = None) -> Future[Outcome]:
         future: Future[Outcome] = Future()
-        self._put(command, future)
+        self._put(command, future, credential)
         return future
 
     def execute(self, command: Command, timeout: float) -> Outcome:
@@ -66,14 +76,14 @@ class GroupWriter:
             raise _timed_out(future, timeout) from None
         return outcome.unwrap()
 
-    async def execute_async(self, command: Command, timeout: float) -> Outcome:
+    async def execute_async(self, command: Command, timeout: float, credential: Credential | None = None) -> Outcome:
         """`execute` for the event loop: the request waits without holding a thread.
 
         Cancelling the caller does not cancel a write the writer has taken (as with
         `execute`, whose thread would go on waiting).
         """
         reply = LoopReply(asyncio.get_running_loop())
-        self._put(command, reply)
+        self._put(command, reply, credential)
         try:
             async with asyncio.timeout(timeout):
                 outcome = await reply.future
@@ -81,15 +91,17 @@ class GroupWriter:
             raise _timed_out(reply, timeout) from None
         return outcome.unwrap()
 
-    def submit_reply(self, command: Command, reply: Reply) -> None:
+    def submit_reply(self, command: Command, reply: Reply, credential: Credential | None = None) -> None:
         """Queue a command whose outcome (not raised) goes to `reply` (api/forward.py)."""
-        self._put(command, reply)
+        self._put(command, reply, credential)
 
-    def _put(self, command: Command, reply: Reply) -> None:
+    def _put(self, command: Command, reply: Reply, credential: Credential | None) -> None:
+        if credential is not None and self.gate is None:
+            raise RuntimeError("this writer has no gate to check a write's credential")
         with self._lock:
             if self._closed:
                 raise StoreUnavailable("the server is shutting down and takes no more writes; retry shortly")
-            self._queue.put((command, reply))
+            self._queue.put((command, reply, credential))
 
     # Writer side.
     def start(self) -> None:
@@ -106,7 +118,7 @@ class GroupWriter:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        for _, future in self._drain(block=False):  # nothing left to commit them
+        for _, future, _ in self._drain(block=False):  # nothing left to commit them
             if future.set_running_or_notify_cancel():
                 future.set_exception(StoreUnavailable("the server stopped before this write was made; retry"))
 
@@ -134,7 +146,7 @@ class GroupWriter:
         return [item for item in batch if item is not None]
 
     def _commit(self, batch: list[Pending]) -> None:
-        live = [(command, future) for command, future in batch if future.set_running_or_notify_cancel()]
+        live = self._admitted([item for item in batch if item[1].set_running_or_notify_cancel()])
         if not live:
             return
         try:
@@ -152,7 +164,32 @@ class GroupWriter:
             future.set_result(outcome)
         self._committed(len(live), outcomes)
 
-    def _commit_one_by_one(self, live: list[Pending]) -> None:
+    def _admitted(self, batch: list[Pending]) -> list[tuple[Command, Reply]]:
+        """The batch's commands whose credential (if any) the gate lets through; the others
+        are answered with their refusal here, before anything is applied."""
+        checked = [(i, credential) for i, (_, _, credential) in enumerate(batch) if credential is not None]
+        if not checked:
+            return [(command, reply) for command, reply, _ in batch]
+        assert self.gate is not None
+        try:
+            refusals = list(self.gate([credential for _, credential in checked]))
+        except Exception as e:
+            failed: BaseException = e if isinstance(e, StoreUnavailable) else StoreUnavailable(
+                f"the write's token could not be checked ({type(e).__name__}); nothing was written, retry"
+            )
+            if not isinstance(e, StoreUnavailable):
+                log.exception("checking the tokens of a batch failed")
+            refusals = [failed] * len(checked)
+        refused = {i: refusal for (i, _), refusal in zip(checked, refusals, strict=True) if refusal is not None}
+        admitted = []
+        for i, (command, reply, _) in enumerate(batch):
+            if i in refused:
+                reply.set_exception(refused[i])
+            else:
+                admitted.append((command, reply))
+        return admitted
+
+    def _commit_one_by_one(self, live: list[tuple[Command, Reply]]) -> None:
         outcomes: list[Outcome] = []
         for command, future in live:
             try:

@@ -253,6 +253,34 @@ class ReadStore:
         with self._postgres_transaction(read_only=True) as cur:
             yield cur
 
+    def query(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """The rows of one reading statement run on its own: on PostgreSQL in autocommit,
+        one round trip (no BEGIN and COMMIT around it), for a check that needs no snapshot.
+        When a connection broke since its last use (the server restarted), the pool's idle
+        ones are checked and the statement is asked again, once."""
+        if self.backend == "sqlite":
+            with self.reading() as cur:
+                return cur.execute(sql, params).fetchall()
+        assert self._pool is not None
+        for attempt in range(2):
+            try:
+                with self._pool.connection() as pg:
+                    pg.autocommit = True
+                    try:
+                        with pg.cursor() as raw:
+                            return Cursor(raw, "postgres").execute(sql, params).fetchall()
+                    finally:
+                        if not pg.closed:
+                            pg.autocommit = False
+                        pg._claims_used_at = time.monotonic()  # type: ignore[attr-defined]
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                if attempt:
+                    raise StoreUnavailable(f"the read-model database is unreachable: {e}") from e
+                self._pool.check()  # the others the restart broke go too, not one per attempt
+            except PoolTimeout as e:
+                raise StoreUnavailable(f"no database connection free: {e}") from e
+        raise AssertionError("unreachable")
+
     @contextmanager
     def _sqlite_transaction(self, begin: str, *, commit: bool) -> Iterator[Cursor]:
         lite = self._sqlite()

@@ -8,13 +8,14 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
-from api.auth import Principal, Role, require_role
+from api.auth import Credential, Principal, Role, require_role
 from api.problems import problem_responses
 from api.routes.deps import (
     ClaimRef,
     IdempotencyKey,
     IfMatch,
     Services,
+    credential_of,
     expected_version,
     idempotent_write,
     principal_of,
@@ -45,12 +46,11 @@ def answer(outcome: Outcome, position: int) -> tuple[int, dict[str, Any]]:
 
 
 async def record_now(
-    svc: Services, op: str, ref: str, fields: dict[str, Any], expected: int | None,
+    svc: Services, command: RecordAct, credential: Credential | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Record an act (no Idempotency-Key): (status, answer). The request waits for the
-    group commit on the event loop, holding no thread."""
-    command = RecordAct.build(op, ref, fields, expected_version=expected)
-    outcome = await svc.write(command)
+    group commit on the event loop, holding no thread; the writer checks `credential`."""
+    outcome = await svc.write(command, credential)
     assert outcome.claim_id is not None and outcome.version is not None
     position = outcome.position
     if not position:  # an idempotent retry of an earlier write: find where it was recorded
@@ -66,7 +66,9 @@ async def record_act(
     fields = body.model_dump(mode="json", exclude_unset=True)
     expected = expected_version(if_match)
     if idempotency_key is None:
-        response.status_code, result = await record_now(svc, op, ref, fields, expected)
+        response.status_code, result = await record_now(
+            svc, RecordAct.build(op, ref, fields, expected_version=expected)
+        )
         return result
 
     def write(derived_act_id: str | None) -> tuple[int, dict[str, Any]]:
@@ -95,10 +97,15 @@ def fast_act(op: str, body_model: type[BaseModel], role: Role) -> FastHandler:
         body = None if ref is None else await json_body(request, body_model)
         if ref is None or body is None:
             return None
-        require_role(await principal_of(request), role)  # raises as the route's own dependency does
-        status, result = await record_now(
-            services_of(request), op, ref, body.model_dump(mode="json", exclude_unset=True), None
-        )
+        # The token is checked by the group writer, with the rest of its batch, before the
+        # act is applied: 401 and 403 still come before any other refusal of a valid body.
+        credential = credential_of(request, role)
+        try:
+            command = RecordAct.build(op, ref, body.model_dump(mode="json", exclude_unset=True))
+        except Exception:
+            require_role(await principal_of(request), role)  # as the route's own dependency would
+            raise
+        status, result = await record_now(services_of(request), command, credential)
         return json_response(result, status)
 
     return handler

@@ -16,7 +16,15 @@ from eventsourcing.persistence import PersistenceError
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import HTTPBearer
 
-from api.auth import Principal, Role, TokenStore, principal_from_header, require_role
+from api.auth import (
+    Credential,
+    Principal,
+    Role,
+    TokenStore,
+    credential_from_header,
+    principal_from_header,
+    require_role,
+)
 from api.forward import WriterHost, WriterLink
 from api.idempotency import IdempotencyStore, check_key, derived_act_id, fingerprint
 from api.lookups import Lookups
@@ -74,11 +82,12 @@ class Services:
     host: WriterHost | None = None  # --workers: this worker's writer serves the others
     link: WriterLink | None = None  # --workers: this worker's writes go to the host's writer
 
-    async def write(self, command: Command) -> Outcome:
-        """The command's committed outcome (its error raised), waited for on the event loop."""
+    async def write(self, command: Command, credential: Credential | None = None) -> Outcome:
+        """The command's committed outcome (its error raised), waited for on the event loop;
+        with a credential, the writer checks it first (401/403 raised, nothing written)."""
         if self.link is not None:
-            return await self.link.execute_async(command, self.settings.write_timeout)
-        return await self.writer.execute_async(command, self.settings.write_timeout)
+            return await self.link.execute_async(command, self.settings.write_timeout, credential)
+        return await self.writer.execute_async(command, self.settings.write_timeout, credential)
 
     def write_in_thread(self, command: Command) -> Outcome:
         """`write` for a request's worker thread (one AnyIO started: Idempotency-Key writes)."""
@@ -163,6 +172,12 @@ async def principal_of(request: Request) -> Principal | None:
     if authorization is None:
         return None
     return await principal_from_header(services_of(request).tokens, authorization)
+
+
+def credential_of(request: Request, role: Role) -> Credential:
+    """A write's credential, checked by the group writer with its batch (no lookup here);
+    401 without a bearer token."""
+    return credential_from_header(request.headers.get("authorization"), role)
 
 
 def require(role: Role) -> Callable[..., Awaitable[Principal]]:

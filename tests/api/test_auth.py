@@ -139,6 +139,31 @@ def test_a_revoked_token_stops_working_at_once(api: Api) -> None:
     assert api.client.post("/v1/claims", json=story.registration(), headers=headers).status_code == 401
 
 
+def test_a_revoked_token_stops_recording_acts_at_once(api: Api) -> None:
+    """Acts take the fast lane, where the group writer checks the token with its batch."""
+    api.register()
+    record, token = api.services.tokens.create(Role.RECORDER)
+    headers = {"Authorization": f"Bearer {token}"}
+    path = f"/v1/claims/{K}/assertions"
+    assert api.client.post(path, json=story.elton_asserts(act_id="before"), headers=headers).status_code == 201
+    api.services.tokens.revoke(record.token_id)
+    refused = api.client.post(path, json=story.elton_asserts(act_id="after"), headers=headers)
+    assert refused.status_code == 401, refused.text
+    assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+    assert refused.headers["content-type"] == "application/problem+json"
+    claim = api.services.runtime.ledger.get_claim(K)
+    assert claim.version == 2 and claim.act("before") is not None and claim.act("after") is None
+
+
+@pytest.mark.parametrize(("caller", "status"), [(None, 401), ("unknown", 401), ("reader", 403), ("recorder", 404)])
+def test_an_act_is_refused_for_its_token_before_its_claim_is_looked_up(
+    api: Api, caller: str | None, status: int,
+) -> None:
+    api.tokens["unknown"] = "clm_" + "x" * 43
+    response = call(api, "POST", "/v1/claims/no-such-claim/assertions", story.elton_asserts(), caller)
+    assert response.status_code == status, response.text
+
+
 def test_tokens_are_stored_only_as_sha256_hashes(api: Api) -> None:
     _, token = api.services.tokens.create(Role.EDITOR)
     with api.services.runtime.store.reading() as cur:

@@ -12,15 +12,17 @@ import pickle
 import re
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from api.auth import Credential, Role, token_hash
 from api.forward import WriterHost, WriterLink
-from api.writer import GroupWriter
+from api.problems import Problem
+from api.writer import Gate, GroupWriter
 from domain import Database, Ledger
 from domain import errors as domain_errors
 from domain.commands import RecordAct, RegisterClaim
@@ -54,10 +56,10 @@ def socket_path() -> Iterator[str]:
 
 
 @asynccontextmanager
-async def host_and_link(ledger: Ledger, path: str, *, start_writer: bool = True) -> AsyncIterator[
+async def host_and_link(ledger: Ledger, path: str, *, start_writer: bool = True, gate: Gate | None = None) -> AsyncIterator[
     tuple[WriterHost, WriterLink, GroupWriter, GroupWriter]
 ]:
-    host_writer, link_writer = GroupWriter(ledger), GroupWriter(ledger)
+    host_writer, link_writer = GroupWriter(ledger, gate=gate), GroupWriter(ledger, gate=gate)
     if start_writer:
         host_writer.start()
     link_writer.start()
@@ -119,6 +121,30 @@ def test_a_refused_forwarded_write_raises_the_same_error_and_fails_alone(ledger:
 
     asyncio.run(scenario())
     assert ledger.get_claim(story.KEY).act("kept") is not None
+
+
+def test_a_forwarded_write_is_refused_by_the_hosts_token_check_and_fails_alone(
+    ledger: Ledger, socket_path: str,
+) -> None:
+    def gate(credentials: Sequence[Credential]) -> list[Problem | None]:
+        return [None if c.digest == token_hash("clm_good") else Problem(401, "unknown token") for c in credentials]
+
+    async def scenario() -> None:
+        async with host_and_link(ledger, socket_path, gate=gate) as (host, link, _host_writer, _link_writer):
+            good, bad = Credential(token_hash("clm_good"), Role.RECORDER), Credential(token_hash("clm_bad"), Role.RECORDER)
+            await link.execute_async(RegisterClaim.build(story.registration()), 10, good)
+            kept, refused = await asyncio.gather(
+                link.execute_async(act("assert", story.elton_asserts(act_id="kept")), 10, good),
+                link.execute_async(act("assert", story.elton_asserts(act_id="refused")), 10, bad),
+                return_exceptions=True,
+            )
+            assert not isinstance(kept, BaseException) and kept.created
+            assert isinstance(refused, Problem) and refused.status == 401 and str(refused) == "unknown token"
+            assert host.forwarded == 3
+
+    asyncio.run(scenario())
+    claim = ledger.get_claim(story.KEY)
+    assert claim.act("kept") is not None and claim.act("refused") is None
 
 
 def test_a_worker_that_cannot_reach_the_host_writes_through_its_own_writer(ledger: Ledger, socket_path: str) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 
 import pytest
 
+from api.auth import Credential, Role, TokenStore, token_hash
+from api.problems import Problem
 from api.writer import GroupWriter
 from domain import Database, Ledger, Outcome
 from domain.commands import Command, RecordAct, RegisterClaim
 from domain.errors import NotRetractable, StoreUnavailable
+from projections.db import ReadStore
 from tests.api import story
 
 
@@ -120,3 +124,77 @@ def test_stopping_commits_what_is_queued_and_refuses_new_writes(writer: GroupWri
     assert queued.result(1).version == 1
     with pytest.raises(StoreUnavailable, match="shutting down"):
         writer.submit(register())
+
+
+@pytest.fixture
+def tokens(database_url: str) -> Iterator[TokenStore]:
+    store = ReadStore(Database.from_url(database_url))
+    found = TokenStore(store)
+    found.ensure_table()
+    yield found
+    store.close()
+
+
+def credential(token: str, needed: Role = Role.RECORDER) -> Credential:
+    return Credential(token_hash(token), needed)
+
+
+def test_a_refused_credential_fails_only_its_own_command_which_is_never_applied(
+    ledger: Ledger, tokens: TokenStore,
+) -> None:
+    _, recorder = tokens.create(Role.RECORDER)
+    revoked_record, revoked = tokens.create(Role.ADMIN)
+    tokens.revoke(revoked_record.token_id)
+    writer = GroupWriter(ledger, gate=tokens.check)
+    try:
+        futures = [
+            writer.submit(register(), credential(recorder)),
+            writer.submit(act("assert", story.elton_asserts()), credential(revoked)),
+            writer.submit(act("assert", story.elton_asserts(act_id="unknown")), credential("clm_" + "x" * 43)),
+            writer.submit(act("void", {"voids": "elton-instagram", "reason": "typo"}), credential(recorder, Role.EDITOR)),
+            # The same act_id as the refused assertion: it never happened, so this one is new.
+            writer.submit(act("assert", story.elton_asserts()), credential(recorder)),
+        ]
+        writer.start()
+        for f in futures:
+            f.exception(10)
+    finally:
+        writer.stop()
+    registered, revoked_error, unknown_error, too_low, asserted = (f.exception() or f.result() for f in futures)
+    assert isinstance(registered, Outcome) and registered.version == 1
+    assert isinstance(revoked_error, Problem) and revoked_error.status == 401
+    assert isinstance(unknown_error, Problem) and unknown_error.status == 401
+    assert isinstance(too_low, Problem) and too_low.status == 403 and "editor" in too_low.detail
+    assert isinstance(asserted, Outcome) and asserted.created and asserted.version == 2
+    assert writer.batches == 1
+    assert ledger.max_position() == 2
+
+
+def test_when_tokens_cannot_be_checked_only_the_writes_that_carry_one_fail(ledger: Ledger) -> None:
+    def unreachable(_: object) -> list[None]:
+        raise StoreUnavailable("the read-model database is unreachable: test")
+
+    writer = GroupWriter(ledger, gate=unreachable)
+    try:
+        checked = writer.submit(register(), credential("clm_token"))
+        unchecked = writer.submit(RegisterClaim.build({"statement": "Another claim", "key": "another"}))
+        writer.start()
+        with pytest.raises(StoreUnavailable, match="unreachable"):
+            checked.result(10)
+        assert unchecked.result(10).version == 1
+    finally:
+        writer.stop()
+    assert ledger.max_position() == 1
+    assert ledger.resolve("another")
+
+
+def test_a_writer_without_a_gate_refuses_a_credential_it_cannot_check(writer: GroupWriter) -> None:
+    with pytest.raises(RuntimeError, match="no gate"):
+        writer.submit(register(), credential("clm_token"))
+
+
+def test_a_problem_crosses_processes_whole() -> None:
+    problem = Problem(401, "the bearer token is unknown", code="unauthorized", title="Unauthorized",
+                      headers={"WWW-Authenticate": "Bearer"}, extra={"hint": 1})
+    copy = pickle.loads(pickle.dumps(problem))
+    assert type(copy) is Problem and str(copy) == str(problem) and vars(copy) == vars(problem)
