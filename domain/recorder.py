@@ -49,6 +49,14 @@ def one_round_trip(conn: Connection[Any]) -> Iterator[None]:
         raise
 
 
+def _as_bytes(query: Any, conn: Connection[Any]) -> bytes:
+    if isinstance(query, bytes):
+        return query
+    if isinstance(query, str):
+        return query.encode()
+    return bytes(query.as_bytes(conn))
+
+
 class PipelinedRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,6 +73,8 @@ class PipelinedRecorder(PostgresApplicationRecorder):
             table=Identifier(self.events_table_name),
             id_type=SQL(self.datastore.originator_id_type),
         )
+
+        self._statements: tuple[list[bytes], bytes, bytes] | None = None  # made on first use
 
         # Several claims' events in one query (the writer's cold claims, an import's claims).
         self.select_originators_statement = SQL(
@@ -94,9 +104,21 @@ class PipelinedRecorder(PostgresApplicationRecorder):
             return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
     def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        curs.execute(self._insert_arrays_statement, [
+        # The library's lock and NOTIFY statements, and the insert, as composed once: psycopg
+        # composes an SQL object into bytes again on every execute.
+        statements = self._statements
+        if statements is None:
+            conn = curs.connection
+            statements = self._statements = (
+                [_as_bytes(s, conn) for s in self.lock_table_statements],
+                SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_bytes(conn),
+                self._insert_arrays_statement.as_bytes(conn),
+            )
+        lock, notify, insert = statements
+        for statement in lock:
+            curs.execute(statement, prepare=True)
+        curs.execute(notify)
+        curs.execute(insert, [
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
             [e.topic for e in stored_events],
