@@ -119,6 +119,20 @@ def _respond(request: Request, status: int, detail: str, **kwargs: Any) -> Probl
     )
 
 
+def internal_error(instance: str, request_id: str | None) -> ProblemResponse:
+    """The answer to a fault no rule describes: a 500 problem that names the request id the
+    fault is logged under (api/app.py RequestContext logs it), never the fault itself."""
+    return problem_response(
+        500, f"the server failed on this request; it is logged under request id {request_id}",
+        code="internal-error", instance=instance, request_id=request_id,
+    )
+
+
+async def on_unexpected(request: Request, exc: Exception) -> ProblemResponse:
+    """FastAPI's error middleware answers with this, then raises the fault on to be logged."""
+    return internal_error(request.url.path, _request_id(request))
+
+
 async def on_problem(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, Problem)
     return _respond(request, exc.status, exc.detail, code=exc.code, title=exc.title,
@@ -183,6 +197,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(LedgerError, on_ledger_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
 
 
 PROBLEM_DESCRIPTIONS = {

@@ -4,8 +4,8 @@ Most of the CPU a request costs is spent by FastAPI itself: routing (each router
 turn), a stack of middleware, and solving the route's dependencies and parameters, each
 examined afresh on every request. An endpoint may carry a fast handler
 (`@fast_path(handler)`) for its common, well-formed case. `FastLane`, the innermost of the
-app's own middleware (after the request id, metrics and body checks), sends a request
-for such a route straight to that handler, which reads what it needs from the request
+ledger's own middleware (after the request id, metrics and body checks, all in front of
+FastAPI's stack: api/app.py `LedgerAPI`), sends a request for such a route straight to that handler, which reads what it needs from the request
 and answers, or returns None, and the app answers as it always did: every error, every
 rare header or parameter goes through FastAPI. Errors a fast handler raises are answered
 by the app's own exception handlers, and a fast handler shares its work with the
@@ -92,8 +92,11 @@ class FastLane:
 
 
 def _exception_handler(api: FastAPI, exc: Exception) -> Callable[[Request, Exception], Any] | None:
-    """The app's handler for `exc`, found as Starlette finds it (by the exception's classes)."""
+    """The app's handler for `exc`, found as Starlette finds it (by the exception's classes);
+    None for a fault no rule describes, which goes on to be logged and answered as a 500."""
     for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
         found = api.exception_handlers.get(cls)
         if found is not None:
             return found  # type: ignore[no-any-return]

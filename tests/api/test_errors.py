@@ -118,6 +118,23 @@ def test_an_unexpected_fault_is_logged_and_answered_as_a_500_problem(
     assert any(str(problem["request_id"]) in r.getMessage() for r in caplog.records)
 
 
+def test_an_unexpected_fault_in_the_fast_lane_is_logged_and_answered_as_a_500_problem(
+    sqlite_api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sqlite_api.register()
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the write path")
+
+    monkeypatch.setattr(sqlite_api.services, "write", broken)
+    with caplog.at_level(logging.ERROR, logger="claims.api"):
+        response = sqlite_api.post(f"/v1/claims/{story.KEY}/assertions", story.elton_asserts())
+    problem = assert_problem(response, 500)
+    assert "a bug" not in str(problem["detail"])
+    assert problem["request_id"] == response.headers["X-Request-Id"]
+    assert any(str(problem["request_id"]) in r.getMessage() for r in caplog.records)
+
+
 def test_tokens_never_reach_the_log(sqlite_api: Api, caplog: pytest.LogCaptureFixture) -> None:
     token = sqlite_api.token("recorder")
     with caplog.at_level(logging.DEBUG):
