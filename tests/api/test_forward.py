@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.auth import Credential, Role, token_hash
+from api.auth import Credential, Role, TokenStore, token_hash
 from api.forward import WriterHost, WriterLink
 from api.problems import Problem
 from api.writer import Gate, GroupWriter
@@ -34,6 +34,7 @@ from domain.errors import (
     UnknownAct,
     VersionMismatch,
 )
+from projections.db import ReadStore
 from tests.api import story
 from tests.conftest import drop_schema, new_database_url
 
@@ -273,6 +274,28 @@ def test_claims_serve_workers_send_their_writes_to_one_writer(tmp_path: Path) ->
             newest = max(position for _, position in answers)
             claim = httpx.get(f"{base}/v1/claims/{story.KEY}", params={"min_position": newest}, timeout=10).json()
             assert claim["version"] == 121 and claim["counts"]["assertions"] == 120
+
+            # Revoked while both workers run: refused at once by the host's writer, whichever
+            # worker the request reached, and nothing is written.
+            store = ReadStore(Database.from_url(url))
+            try:
+                tokens = TokenStore(store)
+                principal = tokens.authenticate(made.stdout.strip())
+                assert principal is not None
+                tokens.revoke(principal.token_id)
+            finally:
+                store.close()
+            refused = [
+                httpx.post(f"{base}/v1/claims/{story.KEY}/assertions", headers=headers, timeout=20,
+                           json=story.elton_asserts(act_id=f"after-revoke-{i}")).status_code
+                for i in range(16)
+            ]
+            assert refused == [401] * 16
+            reader = Ledger(Database.from_url(url))
+            try:
+                assert reader.get_claim(story.KEY).version == 121  # in the store itself, not a projection
+            finally:
+                reader.close()
     finally:
         drop_schema(url)
 
