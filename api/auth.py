@@ -24,7 +24,7 @@ from api.lookups import Lookups
 from api.problems import Problem
 from domain.errors import InvalidInput
 from domain.values import format_instant
-from projections.db import ReadStore
+from projections.db import ReadStore, in_list
 
 TABLE = "api_tokens"
 TOKEN_PREFIX = "clm_"  # noqa: S105 - a marker that makes leaked tokens easy to find, not a secret
@@ -151,12 +151,8 @@ class TokenStore:
     def check(self, credentials: Sequence[Credential]) -> Sequence[Problem | None]:
         """Each credential's refusal (401 unknown or revoked, 403 role too low), or None
         when it may write: the group writer's check of a batch, one statement for all."""
-        digests = sorted({c.digest for c in credentials})
-        if self.store.backend == "postgres":
-            rows = self.store.query(AUTHENTICATE_ANY_SQL, (digests,))
-        else:
-            marks = ", ".join("?" * len(digests))
-            rows = self.store.query(f"{AUTHENTICATE_SELECT} WHERE token_hash IN ({marks})", digests)
+        where, params = in_list(self.store.backend, "token_hash", sorted({c.digest for c in credentials}))
+        rows = self.store.query(f"{AUTHENTICATE_SELECT} WHERE {where}", params)
         found = {str(row[1]): row for row in rows}
         refusals: list[Problem | None] = []
         for credential in credentials:

@@ -8,8 +8,9 @@ their commands: batches as large as one process's, no cache following the others
 
 Frames are a 4-byte length and a pickle: (request id, command, credential) one way,
 (request id, outcome, error) back, in any order. The host's writer checks the credential
-(the token's hash and the role needed) with the rest of its batch. The socket lies in a directory only the ledger's user
-can open (the supervisor makes it, mode 0700); no one else can speak on it.
+(the token's hash and the role needed) with the rest of its batch. The socket lies in a
+directory only the ledger's user can open (the supervisor makes it, mode 0700); no one
+else can speak on it.
 
 Nothing changes what is safe: a worker that cannot reach the host writes through its own
 writer (writers on one store resolve conflicts by reloading and retrying), and a request

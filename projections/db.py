@@ -149,11 +149,7 @@ class Cursor:
         self.raw.executemany(f"DELETE FROM {table} WHERE {a} = ? AND {b} = ?", pairs)
 
     def in_list(self, column: str, values: Sequence[str]) -> tuple[str, Params]:
-        """A condition `column` is one of `values` (text), and its parameters: on PostgreSQL
-        one binary array, so the statement's text is the same whatever the count."""
-        if self.backend == "postgres":
-            return f"{column} = ANY(%b::text[])", (list(values),)
-        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+        return in_list(self.backend, column, values)
 
     def fetchone(self) -> tuple[Any, ...] | None:
         row = self.raw.fetchone()
@@ -165,6 +161,14 @@ class Cursor:
     @property
     def rowcount(self) -> int:
         return int(self.raw.rowcount)
+
+
+def in_list(backend: str, column: str, values: Sequence[str]) -> tuple[str, Params]:
+    """A condition `column` is one of `values` (text), and its parameters: on PostgreSQL
+    one binary array, so the statement's text is the same whatever the count."""
+    if backend == "postgres":
+        return f"{column} = ANY(%b::text[])", (list(values),)
+    return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
 
 
 def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
