@@ -399,6 +399,11 @@ class Server:
         self.stop()
 
 
+def served(workers: int) -> str:
+    """How a figure's server ran: `claims serve` as it starts by default, or with --workers N."""
+    return "one process" if workers == 1 else f"--workers {workers}"
+
+
 def ledger_server(url: str, cwd: Path, *, threads: int | None = None, workers: int = 1) -> Server:
     """`claims serve` on a free port: the API and the projection engine in one process, or
     `workers` API processes and a projection process."""

@@ -21,6 +21,7 @@ from tests.bench.harness import (
     percentile,
     reason,
     run_child_task,
+    served,
     start_ledger_server,
 )
 from tests.bench.load import closed_loop, python_load
@@ -176,17 +177,18 @@ def catch_up_lag(ctx: Context) -> list[Figure]:
     for backend in ("postgres", "sqlite"):
         name = _lag_name(backend, 1)
         try:
-            figure, taken = _catch_up_lag(ctx, backend, rate, workers=1)
+            service = ctx.service(backend)
+            figure, taken = _catch_up_lag(ctx, service, backend, rate, workers=1)
             figures.append(figure)
             workers = 1
             if taken < 0.9 * rate:
                 workers = 2
                 name = _lag_name(backend, 2)
-                figure, taken = _catch_up_lag(ctx, backend, rate, workers=2)
+                figure, taken = _catch_up_lag(ctx, service, backend, rate, workers=2)
                 figures.append(figure)
             if taken < 0.9 * rate:
-                name = f"catch-up lag p99 at a rate the server takes, {backend}, {_served(workers)}"
-                figure, _ = _catch_up_lag(ctx, backend, round(0.6 * taken), workers=workers)
+                name = f"catch-up lag p99 at a rate the server takes, {backend}, {served(workers)}"
+                figure, _ = _catch_up_lag(ctx, service, backend, round(0.6 * taken), workers=workers)
                 figure.name, figure.goal, figure.met, figure.baseline_name = name, "", None, "-"
                 figure.notes += f"; the goal applies at {rate:g}/s (above)"
                 figures.append(figure)
@@ -195,17 +197,15 @@ def catch_up_lag(ctx: Context) -> list[Figure]:
     return figures
 
 
-def _served(workers: int) -> str:
-    return "one process" if workers == 1 else f"--workers {workers}"
-
-
 def _lag_name(backend: str, workers: int) -> str:
-    return f"catch-up lag p99, {backend}, {_served(workers)}"
+    return f"catch-up lag p99, {backend}, {served(workers)}"
 
 
-def _catch_up_lag(ctx: Context, backend: str, rate: float, workers: int) -> tuple[Figure, float]:
-    """The lag figure at a steady `rate` of writes, and the rate the server actually took."""
-    service = ctx.service(backend)
+def _catch_up_lag(
+    ctx: Context, service: LedgerService, backend: str, rate: float, workers: int,
+) -> tuple[Figure, float]:
+    """The lag figure at a steady `rate` of writes, and the rate the server actually took:
+    `service`'s own server for one process, else a `--workers` server on its dataset."""
     if workers == 1:
         return _lag_figure(ctx, service, backend, rate, service.server.port, workers)
     ctx.stop_service(backend)  # the two would share the cores

@@ -13,7 +13,15 @@ from projections.fixtures import FLUSH_EVERY
 from tests.bench.baseline import RawApp
 from tests.bench.context import Context, LedgerService
 from tests.bench.data import size_label
-from tests.bench.harness import Figure, could_not_run, ledger_server, number, reason, start_ledger_server
+from tests.bench.harness import (
+    Figure,
+    could_not_run,
+    ledger_server,
+    number,
+    reason,
+    served,
+    start_ledger_server,
+)
 from tests.bench.load import closed_loop
 from tests.bench.loadgen import assertion_fields
 
@@ -126,8 +134,7 @@ HTTP_WORKERS = (1, 2)
 
 
 def _http_name(clients: int, workers: int) -> str:
-    served = "one process" if workers == 1 else f"--workers {workers}"
-    return f"HTTP writes, {clients} client{'s' if clients > 1 else ''}, postgres, {served}"
+    return f"HTTP writes, {clients} client{'s' if clients > 1 else ''}, postgres, {served(workers)}"
 
 
 def _http_figures(
