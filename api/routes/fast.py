@@ -6,8 +6,9 @@ examined afresh on every request. An endpoint may carry a fast handler
 (`@fast_path(handler)`) for its common, well-formed case. `FastLane`, the innermost of the
 ledger's own middleware (after the request id, metrics and body checks, all in front of
 FastAPI's stack: api/app.py `LedgerAPI`), sends a request for such a route straight to
-that handler, which reads what it needs from the request and answers, or returns None, and the app answers as it always did: every error, every
-rare header or parameter goes through FastAPI. Errors a fast handler raises are answered
+that handler, which reads what it needs from the request and answers, or returns None,
+and the app answers as it always did: every error, every rare header or parameter goes
+through FastAPI. Errors a fast handler raises are answered
 by the app's own exception handlers, and a fast handler shares its work with the
 ordinary endpoint (`record_now`, `current_claim`), so the two cannot drift apart.
 """
@@ -82,7 +83,6 @@ class FastLane:
             await self.app(scope, _replay(request), send)
             return
         await response(scope, receive, send)
-
 
     def _lane(self, scope: Scope) -> tuple[APIRoute, dict[str, Any], FastHandler] | None:
         for route, regex, methods, handler in self.lanes:
