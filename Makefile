@@ -20,17 +20,17 @@ serve: $(STAMP)
 	$(VENV)/bin/claims serve
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check domain projections api tests
+	$(VENV)/bin/ruff check domain store projections audit service api cli fixtures bench tests
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	$(PY) -m tests.bench
+	$(PY) -m bench
 
 bench-quick: $(STAMP)
-	$(PY) -m tests.bench --quick
+	$(PY) -m bench --quick
 
 # The newest versions pyproject.toml allows, resolved in a throwaway virtualenv.
 lock:

@@ -28,7 +28,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
 from api.auth import TokenStore
-from api.forward import WriterHost, WriterLink
 from api.idempotency import IdempotencyStore
 from api.lookups import Lookups
 from api.metrics import ApiMetrics
@@ -36,8 +35,9 @@ from api.routes import acts, audit, claims, events, health, parties
 from api.routes.deps import ApiSettings, Services, read_access
 from api.routes.fast import FastLane
 from api.schemas import ProblemDetail
-from api.writer import GroupWriter
-from projections.runtime import Runtime
+from service.forward import WriterHost, WriterLink
+from service.runtime import Runtime
+from service.writer import GroupWriter
 
 log = logging.getLogger("claims.api")
 

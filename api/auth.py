@@ -24,7 +24,7 @@ from api.lookups import Lookups
 from api.problems import Problem
 from domain.errors import InvalidInput
 from domain.values import format_instant
-from projections.db import ReadStore, in_list
+from store.db import ReadStore, in_list
 
 TABLE = "api_tokens"
 TOKEN_PREFIX = "clm_"  # noqa: S105 - a marker that makes leaked tokens easy to find, not a secret

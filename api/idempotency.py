@@ -31,7 +31,7 @@ from typing import Any
 
 from api.problems import Problem, status_of
 from domain.errors import LedgerError, StoreUnavailable
-from projections.db import ReadStore
+from store.db import ReadStore
 
 TABLE = "api_idempotency"
 KEY = re.compile(r"[\x21-\x7e]{1,255}")

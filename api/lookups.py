@@ -31,8 +31,8 @@ import anyio.to_thread
 import psycopg
 
 from domain.errors import StoreUnavailable
-from domain.settings import Database
 from projections.tables import LIVE, Tables
+from store.settings import Database
 
 Row = tuple[Any, ...]
 ACQUIRE_TIMEOUT_SECONDS = 5.0

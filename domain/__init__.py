@@ -5,9 +5,8 @@ from domain.commands import RecordAct, RegisterClaim
 from domain.errors import LedgerError
 from domain.fold import ClaimFold, ClaimStatus, Stance, fold_claim
 from domain.ledger import Ledger, Outcome
-from domain.settings import Database
 
 __all__ = [
-    "Claim", "ClaimFold", "ClaimStatus", "Database", "Ledger", "LedgerError", "Outcome",
+    "Claim", "ClaimFold", "ClaimStatus", "Ledger", "LedgerError", "Outcome",
     "RecordAct", "RegisterClaim", "Stance", "fold_claim",
 ]

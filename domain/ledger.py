@@ -28,9 +28,9 @@ from domain.errors import (
     VersionMismatch,
 )
 from domain.fold import ActState
-from domain.recorder import PipelinedRecorder
-from domain.settings import Database
 from domain.values import SLUG, claim_id_for_key, format_instant, instant_of
+from store.recorder import PipelinedRecorder
+from store.settings import Database
 
 Json = dict[str, Any]
 CONFLICT_RETRIES = 20

@@ -28,13 +28,13 @@ import orjson
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
+from audit.merkle import MerkleLog, MerkleTip
 from domain.errors import StoreUnavailable
 from domain.fold import ClaimFold
 from domain.ledger import Ledger, LoggedEvent
-from projections.db import Cursor, ReadStore
-from projections.log import ClaimKey, LogScanner
-from projections.merkle import MerkleLog, MerkleTip
 from projections.tables import LIVE, REBUILD, RETIRED, Tables
+from store.db import Cursor, ReadStore
+from store.log import ClaimKey, LogScanner
 
 log = logging.getLogger("claims.projections")
 
@@ -863,7 +863,7 @@ class _ClaimFolder:
 
 def _fold_claims_main(argv: list[str]) -> int:
     """The second process of a bulk load: ``fold-claims PREFIX UPTO BATCH_SIZE``."""
-    from domain.settings import Database
+    from store.settings import Database
 
     if len(argv) != 4 or argv[0] != "fold-claims":
         print("usage: python -m projections.engine fold-claims PREFIX UPTO BATCH_SIZE", file=sys.stderr)

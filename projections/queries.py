@@ -20,8 +20,8 @@ from uuid import UUID
 from domain.errors import InvalidInput
 from domain.fold import ClaimStatus, fold_claim, select_events
 from domain.values import MAX_NAME, check_text
-from projections.db import ReadStore
 from projections.tables import LIVE, Tables
+from store.db import ReadStore
 
 Json = dict[str, Any]
 MAX_LIMIT = 500

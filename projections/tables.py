@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from projections.db import Cursor
+from store.db import Cursor
 
 LIVE = "rm_"
 REBUILD = "rb_"

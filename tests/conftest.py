@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from domain import Database, Ledger
+from domain import Ledger
+from store.settings import Database
 
 POSTGRES_URL = os.environ.get(
     "LEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

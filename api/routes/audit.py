@@ -18,9 +18,9 @@ from pydantic import BaseModel, Field
 from api.auth import Role
 from api.problems import problem_responses
 from api.routes.deps import Services, ServicesDep, consistent_read, require
+from audit.signing import key_path, load_or_create_key, public_key_hex, sign_checkpoint
 from domain.errors import InvalidInput, NotFound
 from domain.values import format_instant
-from projections.signing import key_path, load_or_create_key, public_key_hex, sign_checkpoint
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 

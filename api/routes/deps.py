@@ -25,16 +25,16 @@ from api.auth import (
     principal_from_header,
     require_role,
 )
-from api.forward import WriterHost, WriterLink
 from api.idempotency import IdempotencyStore, check_key, derived_act_id, fingerprint
 from api.lookups import Lookups
 from api.metrics import ApiMetrics
 from api.problems import Problem
-from api.writer import GroupWriter
 from domain.commands import Command
 from domain.errors import InvalidInput, StoreUnavailable
 from domain.ledger import Outcome
-from projections.runtime import Runtime
+from service.forward import WriterHost, WriterLink
+from service.runtime import Runtime
+from service.writer import GroupWriter
 
 Json = dict[str, Any]
 

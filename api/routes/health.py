@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 
 from api.routes.deps import ServicesDep
 from api.schemas import Health
-from domain.settings import Database
+from store.settings import Database
 
 router = APIRouter(tags=["operations"])
 

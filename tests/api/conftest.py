@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from api.app import create_app
 from api.auth import Role
 from api.routes.deps import ApiSettings, Services
-from domain.settings import Database
+from store.settings import Database
 from tests.api import story
 from tests.api.proxy import Proxy
 from tests.conftest import POSTGRES_URL, drop_schema, new_database_url, require_postgres

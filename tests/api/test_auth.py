@@ -12,12 +12,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from api import cli_tokens  # noqa: F401 - registers `claims token`
 from api.auth import Role, TokenStore
-from api.cli import app as cli
 from api.routes.deps import ApiSettings
-from domain.settings import Database
-from projections.db import ReadStore
+from cli import tokens as cli_tokens  # noqa: F401 - registers `claims token`
+from cli.main import app as cli
+from store.db import ReadStore
+from store.settings import Database
 from tests.api import story
 from tests.api.conftest import Api
 from tests.conftest import new_database_url

@@ -20,10 +20,8 @@ import httpx
 import pytest
 
 from api.auth import Credential, Role, TokenStore, token_hash
-from api.forward import WriterHost, WriterLink
 from api.problems import Problem
-from api.writer import Gate, GroupWriter
-from domain import Database, Ledger
+from domain import Ledger
 from domain import errors as domain_errors
 from domain.commands import RecordAct, RegisterClaim
 from domain.errors import (
@@ -34,7 +32,10 @@ from domain.errors import (
     UnknownAct,
     VersionMismatch,
 )
-from projections.db import ReadStore
+from service.forward import WriterHost, WriterLink
+from service.writer import Gate, GroupWriter
+from store.db import ReadStore
+from store.settings import Database
 from tests.api import story
 from tests.conftest import drop_schema, new_database_url
 
@@ -239,14 +240,14 @@ def test_an_act_id_conflict_forwarded_is_the_same_conflict(ledger: Ledger, socke
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_claims_serve_workers_send_their_writes_to_one_writer(tmp_path: Path) -> None:
-    from tests.api.test_serve import serving
+    from tests.cli.test_serve import serving
 
     url = new_database_url("postgres", tmp_path)
     try:
         with serving(url, "--workers", "2") as (_, base, env):
             import subprocess
 
-            from tests.api.test_serve import CLAIMS
+            from tests.cli.test_serve import CLAIMS
 
             made = subprocess.run([*CLAIMS, "token", "create", "--role", "recorder"], env=env,
                                   capture_output=True, text=True, timeout=60, check=True)

@@ -13,8 +13,8 @@ from api.idempotency import TABLE, IdempotencyStore, KeptResponse, derived_act_i
 from api.problems import Problem
 from domain.commands import RecordAct
 from domain.errors import StoreUnavailable, UnknownClaim, VersionMismatch
-from domain.settings import Database
-from projections.db import ReadStore
+from store.db import ReadStore
+from store.settings import Database
 from tests.api import story
 from tests.api.conftest import Api
 

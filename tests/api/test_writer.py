@@ -11,11 +11,12 @@ import pytest
 
 from api.auth import Credential, Role, TokenStore, token_hash
 from api.problems import Problem
-from api.writer import GroupWriter
-from domain import Database, Ledger, Outcome
+from domain import Ledger, Outcome
 from domain.commands import Command, RecordAct, RegisterClaim
 from domain.errors import NotRetractable, StoreUnavailable
-from projections.db import ReadStore
+from service.writer import GroupWriter
+from store.db import ReadStore
+from store.settings import Database
 from tests.api import story
 
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.writer import GroupWriter
 from domain import Ledger, Outcome
 from domain.commands import RecordAct, RegisterClaim
 from domain.errors import ActIdConflict, StoreUnavailable
+from service.writer import GroupWriter
 from tests.api import story
 
 

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 import pytest
 from eventsourcing.persistence import PersistenceError
 
-from domain import Database, Ledger
+from domain import Ledger
 from domain import ledger as ledger_module
 from domain.claim import Claim
 from domain.commands import RecordAct, RegisterClaim
 from domain.errors import StoreUnavailable, UnknownAct
+from store.settings import Database
 from tests.api import story
 from tests.conftest import drop_schema, new_database_url
 

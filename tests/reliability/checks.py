@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from api.idempotency import derived_act_id
+from audit.verify import verify_store
 from domain.ledger import Ledger
-from domain.settings import Database
 from domain.values import claim_id_for_key
-from projections.runtime import Runtime
-from projections.verify import verify_store
+from service.runtime import Runtime
+from store.settings import Database
 from tests.reliability.workload import Answer
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from domain.settings import Database
+from store.settings import Database
 from tests.conftest import POSTGRES_URL, require_postgres
 from tests.reliability.server import wait_until
 

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 
 from api.auth import Role, TokenStore
-from domain.settings import Database
-from projections.db import ReadStore
-from tests.api.test_serve import CLAIMS, free_port
+from store.db import ReadStore
+from store.settings import Database
+from tests.cli.test_serve import CLAIMS, free_port
 
 START_TIMEOUT = 60.0
 
@@ -155,7 +155,7 @@ class LedgerServer:
 def open_ledger_at(database_url: str, start_at: float) -> str:
     """Open the ledger (and close it) at wall-clock time `start_at`, as every process of a
     starting server does; "ok", or the error it met."""
-    from projections.runtime import Runtime
+    from service.runtime import Runtime
 
     time.sleep(max(0.0, start_at - time.time()))
     try:

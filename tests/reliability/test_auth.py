@@ -22,8 +22,8 @@ import psycopg
 import pytest
 
 from api.auth import Role, TokenStore
-from domain.settings import Database
-from projections.db import ReadStore
+from store.db import ReadStore
+from store.settings import Database
 from tests.api import story
 from tests.api.test_auth import CALLERS, OPEN_ALWAYS, ROUTES, expected_status
 from tests.conftest import drop_schema, new_database_url

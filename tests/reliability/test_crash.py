@@ -22,11 +22,11 @@ import pytest
 
 from domain.commands import Command, RecordAct, RegisterClaim
 from domain.ledger import Ledger
-from domain.settings import Database
-from projections.fixtures import import_fixture
-from projections.generator import generate
-from projections.runtime import Runtime
-from tests.api.test_serve import CLAIMS as CLAIMS_COMMAND
+from fixtures.generator import generate
+from fixtures.replay import import_fixture
+from service.runtime import Runtime
+from store.settings import Database
+from tests.cli.test_serve import CLAIMS as CLAIMS_COMMAND
 from tests.reliability.checks import (
     assert_acknowledged_writes_stored,
     assert_each_act_stored_once,

@@ -23,7 +23,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from domain.settings import Database
+from store.settings import Database
 from tests.api import story
 from tests.api.test_openapi_fuzz import CASES, CHECKS
 from tests.conftest import drop_schema, new_database_url

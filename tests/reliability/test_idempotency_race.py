@@ -19,7 +19,7 @@ import pytest
 
 from api.idempotency import derived_act_id
 from domain.ledger import Ledger
-from domain.settings import Database
+from store.settings import Database
 from tests.reliability.checks import claim_id_of
 from tests.reliability.conftest import StartServer
 from tests.reliability.server import make_token

@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 
-from projections.runtime import Runtime
+from service.runtime import Runtime
 from tests.api import story
+from tests.audit.test_verify import rehash, rewrite_state
 from tests.reliability.conftest import StartServer
 from tests.reliability.server import LedgerServer, make_token
-from tests.test_verify import rehash, rewrite_state
 
 K = story.KEY
 DENIAL_VERSION = 3  # registered, Elton John asserts, Peskov denies, Elton John retracts
