@@ -1,4 +1,4 @@
-"""The ledger's Ed25519 signing key and its signed checkpoints of the Merkle log (DESIGN §4).
+"""The ledger's Ed25519 signing key and its signed checkpoints of the Merkle log.
 
 A checkpoint is ``{tree_size, root_hash, timestamp, signature}``; the signature covers the
 RFC 8785 canonical JSON of the other three fields, so an auditor can check it with any
@@ -25,7 +25,6 @@ from domain.errors import InvalidInput, LedgerError
 from domain.values import parse_instant
 from store.settings import Database
 
-KEY_FILE_ENV = "LEDGER_SIGNING_KEY_FILE"
 DEFAULT_KEY_FILE = "ledger-signing-key.pem"
 CHECKPOINT_FIELDS = frozenset({"tree_size", "root_hash", "timestamp", "signature"})
 
@@ -47,9 +46,9 @@ def key_path(database: Database) -> Path:
     LEDGER_SIGNING_KEY_FILE when set; else beside a SQLite ledger's file; else the
     working directory (a PostgreSQL ledger has no file of its own to sit beside).
     """
-    configured = os.environ.get(KEY_FILE_ENV)
-    if configured:
-        return Path(configured).expanduser()
+    configured = database.settings.signing_key_file
+    if configured is not None:
+        return configured.expanduser()
     if database.backend == "sqlite":
         return Path(f"{database.path}.signing-key.pem")
     return Path(DEFAULT_KEY_FILE)

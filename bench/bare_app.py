@@ -14,7 +14,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
-from api.routes.deps import ApiSettings
+from store.settings import get_settings
 
 CONSTANT: dict[str, Any] = {
     "id": "00000000-0000-5000-8000-000000000000",
@@ -26,7 +26,7 @@ CONSTANT: dict[str, Any] = {
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    anyio.to_thread.current_default_thread_limiter().total_tokens = ApiSettings.from_env().threads
+    anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
     yield
 
 

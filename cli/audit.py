@@ -20,7 +20,7 @@ from audit.remote import audit_ledger
 from audit.signing import SigningKeyError, key_path, load_or_create_key, public_key_hex
 from cli.main import app
 from domain.errors import InvalidInput, StoreUnavailable
-from store.settings import Database
+from store.settings import Database, get_settings
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -84,9 +84,14 @@ def audit(
         help="The pinned public key (hex, or the JSON of /v1/audit/public-key). Default: the key saved "
         "in the checkpoint file; on the first audit, the server's (trust on first use).",
     )] = None,
-    token: Annotated[str | None, typer.Option(envvar="LEDGER_TOKEN", help="A bearer token with role auditor.")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="A bearer token with role auditor. Default: LEDGER_TOKEN.", show_default=False,
+    )] = None,
 ) -> None:
     """Verify a remote ledger against a kept checkpoint and the pinned key."""
+    configured = get_settings().token
+    if token is None and configured is not None:
+        token = configured.get_secret_value()
     try:
         with progress_bars() as progress:
             report = audit_ledger(url, checkpoint, public_key_file=public_key, token=token, progress=progress)

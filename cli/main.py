@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import typer
 
+from domain.errors import InvalidInput
+from store.settings import get_settings
+
 app = typer.Typer(
     name="claims",
     help="The claims ledger: record who asserted, denied and retracted what; serve and audit it.",
@@ -14,6 +17,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def read_settings() -> None:
+    # Each command reads the environment as it starts, and a bad LEDGER_* value stops it before
+    # it does anything. Afresh: tests run many commands in one process (CliRunner).
+    get_settings.cache_clear()
+    try:
+        get_settings()
+    except InvalidInput as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -1,23 +1,209 @@
-"""Where the ledger keeps its events: LEDGER_DATABASE_URL mapped onto the library's settings."""
+"""The ledger's settings: every `LEDGER_*` environment variable, typed and read once per process,
+and the Database they name (LEDGER_DATABASE_URL mapped onto the library's settings).
+
+`python -m store.settings > docs/configuration.md` writes the table of them all.
+"""
 
 from __future__ import annotations
 
-import os
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+from types import NoneType, UnionType
+from typing import Any, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from annotated_types import Ge
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.errors import InvalidInput
 
-DEFAULT_URL = "sqlite:///ledger.db"
+ENV_PREFIX = "LEDGER_"
+MIN_API_THREADS = 2  # one request can wait on a write while another reads
+MIN_WRITE_TIMEOUT = 0.1
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set, with its default; `Settings()` reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///ledger.db",
+        description="Where the events and read models live: `sqlite:///path/ledger.db` or "
+        "`postgresql://user:pass@host:port/db[?schema=name]`.",
+    )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="The Ed25519 key that signs checkpoints; made (mode 0600) on first use: back it up. "
+        "Unset: `<sqlite file>.signing-key.pem` beside a SQLite ledger, else `./ledger-signing-key.pem`.",
+    )
+    read_tokens_required: bool = Field(
+        default=False, description="`1` makes every read need a token (role `reader` or above).",
+    )
+    api_threads: int = Field(
+        default=16,
+        description=f"Request threads per API process (at least {MIN_API_THREADS}); the read pool "
+        "keeps as many connections.",
+    )
+    write_timeout: float = Field(
+        default=10.0,
+        description="Seconds a write waits to be taken by the group writer before the API answers 503 "
+        f"(at least {MIN_WRITE_TIMEOUT:g}).",
+    )
+    claim_cache_size: int = Field(
+        default=5000, ge=1,
+        description="Claims kept in memory by the writer (fast-forwarded from the store on each use).",
+    )
+    projection_interval_ms: float = Field(
+        default=25.0, ge=0,
+        description="While writes stream in, the projection engine starts a batch at most this often, "
+        "and waits at least twice as long as its last batch took (a backlog is applied at once): under "
+        "load, fewer and larger batches and a third of the time at most for the engine; more means "
+        "less CPU per event and more lag.",
+    )
+    sqlite_lock_timeout: int = Field(
+        default=10, ge=1, description="Seconds a SQLite writer waits for the file lock.",
+    )
+    pg_lock_timeout: int = Field(
+        default=5, ge=1, description="Seconds a write waits for the event table's lock before the API answers 503.",
+    )
+    pg_connect_timeout: int = Field(
+        default=2, ge=1,
+        description="Seconds to wait for a PostgreSQL connection (the library tries 10 times, so a "
+        "write on a dead server fails after about ten times this).",
+    )
+    pg_pool_size: int = Field(
+        default=2, ge=1,
+        description="Event-store connections each process keeps open (API workers, projections and "
+        "commands each hold their own pool; PostgreSQL's connection slots are shared by all).",
+    )
+    pg_max_overflow: int = Field(
+        default=6, ge=0, description="Event-store connections each process opens on demand beyond the pool.",
+    )
+    token: SecretStr | None = Field(
+        default=None, description="The bearer token (role `auditor`) `claims audit` sends when `--token` is not given.",
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        # Values often come from shell scripts and unit files with stray spaces.
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("api_threads")
+    @classmethod
+    def _enough_threads(cls, threads: int) -> int:
+        return max(MIN_API_THREADS, threads)
+
+    @field_validator("write_timeout")
+    @classmethod
+    def _positive_write_timeout(cls, seconds: float) -> float:
+        return max(MIN_WRITE_TIMEOUT, seconds)
+
+
+# The defaults alone, no environment read: for the knobs that tests and callers may also set in code.
+DEFAULTS = Settings.model_construct()
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def read_settings() -> Settings:
+    """The settings the environment holds now; a bad value raises InvalidInput saying what to write."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise InvalidInput("; ".join(_problem(error) for error in e.errors())) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """This process's settings: read from the environment on first use, then kept.
+
+    `get_settings.cache_clear()` makes the next call read the environment again.
+    """
+    return read_settings()
+
+
+def _problem(error: ErrorDetails) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    if field not in Settings.model_fields:
+        return str(error["msg"])
+    name = env_name(field)
+    context = error.get("ctx") or {}
+    kind = error["type"]
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        wanted = "a whole number"
+    elif kind in ("float_parsing", "float_type"):
+        wanted = "a number"
+    elif kind in ("bool_parsing", "bool_type"):
+        wanted = "1 or 0 (true/false, yes/no and on/off work too)"
+    elif kind == "greater_than_equal":
+        wanted = f"at least {context['ge']}"
+    else:
+        wanted = f"valid ({error['msg']})"
+    example = _env_text(Settings.model_fields[field].default)
+    return f"{name} must be {wanted}, e.g. {name}={example}, not {error['input']!r}"
+
+
+def _env_text(value: object) -> str:
+    """A value as it is written in the environment."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+_TYPE_NAMES: dict[object, str] = {
+    str: "text", int: "whole number", float: "number", bool: "flag (1 or 0)", Path: "file path",
+    SecretStr: "text (secret)",
+}
+
+
+def _type_name(field: FieldInfo) -> str:
+    annotation = field.annotation
+    if isinstance(annotation, UnionType):  # `X | None`: unset is the default
+        annotation = next(arg for arg in get_args(annotation) if arg is not NoneType)
+    bounds = [f"at least {_env_text(limit.ge)}" for limit in field.metadata if isinstance(limit, Ge)]
+    return ", ".join([_TYPE_NAMES[annotation], *bounds])
+
+
+def configuration_markdown() -> str:
+    """docs/configuration.md: a table of every setting, from the model above."""
+    rows = [
+        "# Configuration",
+        "",
+        "<!-- Generated from store/settings.py by `python -m store.settings > docs/configuration.md`: "
+        "edit the settings there, then run that command. -->",
+        "",
+        "Every process reads these environment variables once, as it starts: each `claims` command,",
+        "`claims serve` and each of its worker processes. A value that cannot be used stops the",
+        "command with exit status 2 and a message saying what to write instead. An empty value",
+        "counts as unset.",
+        "",
+        "| Variable | Type | Default | Description |",
+        "|---|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = "unset" if field.default is None else f"`{_env_text(field.default)}`"
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{env_name(name)}` | {_type_name(field)} | {default} | {description} |")
+    return "\n".join(rows) + "\n"
 
 
 @dataclass(frozen=True)
 class Database:
-    """A parsed LEDGER_DATABASE_URL."""
+    """A parsed LEDGER_DATABASE_URL, and the settings the process opens it with."""
 
     url: str
     backend: str  # "sqlite" or "postgres"
+    settings: Settings  # timeouts and pool sizes, and the settings of what is built on it
     path: str = ""  # sqlite file
     host: str = ""
     port: int = 5432
@@ -27,8 +213,11 @@ class Database:
     schema: str = "public"
 
     @classmethod
-    def from_url(cls, url: str | None = None) -> Database:
-        url = url or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_URL
+    def from_url(cls, url: str | None = None, settings: Settings | None = None) -> Database:
+        """The database at `url` (default: the settings' LEDGER_DATABASE_URL), opened with
+        `settings` (default: this process's)."""
+        settings = settings or get_settings()
+        url = url or settings.database_url
         parts = urlsplit(url)
         if parts.scheme == "sqlite":
             path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
@@ -39,14 +228,14 @@ class Database:
                     f"{url!r}: the ledger needs a SQLite file (an in-memory database is one per "
                     "connection and would lose events); use sqlite:///path/ledger.db"
                 )
-            return cls(url=url, backend="sqlite", path=path)
+            return cls(url=url, backend="sqlite", settings=settings, path=path)
         if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
             query = parse_qs(parts.query)
             dbname = unquote(parts.path.lstrip("/"))
             if not dbname:
                 raise InvalidInput(f"{url!r}: name the database, e.g. postgresql://user@host:5432/ledger")
             return cls(
-                url=url, backend="postgres", host=parts.hostname or "127.0.0.1",
+                url=url, backend="postgres", settings=settings, host=parts.hostname or "127.0.0.1",
                 port=parts.port or 5432, user=unquote(parts.username or "postgres"),
                 password=unquote(parts.password or ""), dbname=dbname,
                 schema=query.get("schema", ["public"])[0],
@@ -63,12 +252,12 @@ class Database:
             return {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": self.path,
-                "SQLITE_LOCK_TIMEOUT": os.environ.get("LEDGER_SQLITE_LOCK_TIMEOUT", "10"),
+                "SQLITE_LOCK_TIMEOUT": str(self.settings.sqlite_lock_timeout),
             }
         self.ensure_schema()
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            # The library's recorder, each write's transaction in one round trip (domain/recorder.py).
+            # The library's recorder, each write's transaction in one round trip (store/recorder.py).
             "APPLICATION_RECORDER_TOPIC": "store.recorder:PipelinedRecorder",
             "POSTGRES_HOST": self.host,
             "POSTGRES_PORT": str(self.port),
@@ -78,16 +267,16 @@ class Database:
             "POSTGRES_SCHEMA": self.schema,
             # Bounded waits everywhere: a stuck lock or a dead server becomes an error
             # the API can answer (503), never a hung request.
-            "POSTGRES_LOCK_TIMEOUT": os.environ.get("LEDGER_PG_LOCK_TIMEOUT", "5"),
+            "POSTGRES_LOCK_TIMEOUT": str(self.settings.pg_lock_timeout),
             # Also the pool's wait for a connection; the library tries 10 times, so this
-            # bounds how long a write can hang on a dead server (about 10x this).
-            "POSTGRES_CONNECT_TIMEOUT": os.environ.get("LEDGER_PG_CONNECT_TIMEOUT", "2"),
+            # bounds how long a write can hang on a dead server (about ten times this).
+            "POSTGRES_CONNECT_TIMEOUT": str(self.settings.pg_connect_timeout),
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
             # The pool keeps this many connections open and opens up to the overflow more
             # on demand: every process (API workers, projections, CLI) holds its own pool,
             # and PostgreSQL's connection slots are shared by all of them.
-            "POSTGRES_POOL_SIZE": os.environ.get("LEDGER_PG_POOL_SIZE", "2"),
-            "POSTGRES_MAX_OVERFLOW": os.environ.get("LEDGER_PG_MAX_OVERFLOW", "6"),
+            "POSTGRES_POOL_SIZE": str(self.settings.pg_pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(self.settings.pg_max_overflow),
             # No ping before every use of a pooled connection: it cost a round trip per
             # transaction (three per group commit). A connection the server dropped fails
             # on its first statement, before anything is written; the pool discards it and
@@ -100,7 +289,7 @@ class Database:
         return {
             "host": self.host, "port": self.port, "user": self.user,
             "password": self.password, "dbname": self.dbname,
-            "connect_timeout": int(os.environ.get("LEDGER_PG_CONNECT_TIMEOUT", "2")),
+            "connect_timeout": self.settings.pg_connect_timeout,
         }
 
     def ensure_schema(self) -> None:
@@ -110,3 +299,7 @@ class Database:
 
         with psycopg.connect(**self.connect_kwargs(), autocommit=True) as conn:  # type: ignore[arg-type]
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+
+
+if __name__ == "__main__":
+    print(configuration_markdown(), end="")

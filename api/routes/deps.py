@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import re
 import threading
 from collections.abc import Awaitable, Callable
@@ -16,54 +16,39 @@ from eventsourcing.persistence import PersistenceError
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import HTTPBearer
 
-from api.auth import (
-    Credential,
-    Principal,
-    Role,
-    TokenStore,
-    credential_from_header,
-    principal_from_header,
-    require_role,
-)
-from api.idempotency import IdempotencyStore, check_key, derived_act_id, fingerprint
+from api.auth import digest_of
+from api.idempotency import check_key, derived_act_id, fingerprint, run_once
 from api.lookups import Lookups
 from api.metrics import ApiMetrics
 from api.problems import Problem
 from domain.commands import Command
-from domain.errors import InvalidInput, StoreUnavailable
+from domain.errors import StoreUnavailable
 from domain.ledger import Outcome
 from service.forward import WriterHost, WriterLink
 from service.runtime import Runtime
 from service.writer import GroupWriter
+from store.idempotency import IdempotencyStore
+from store.settings import DEFAULTS, Settings
+from store.tokens import Credential, Principal, Role, TokenStore, authorize
 
 Json = dict[str, Any]
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 @dataclass(frozen=True)
 class ApiSettings:
-    """The API's knobs; every one has a default and an environment variable."""
+    """The API's knobs: those an operator sets come from Settings (LEDGER_*), the rest are fixed."""
 
-    read_tokens_required: bool = False  # LEDGER_READ_TOKENS_REQUIRED
-    threads: int = 16  # LEDGER_API_THREADS: request threads; the read pool gets as many connections
+    read_tokens_required: bool = DEFAULTS.read_tokens_required
+    threads: int = DEFAULTS.api_threads  # request threads; the read pool gets as many connections
     max_body_bytes: int = 64 * 1024
     min_position_wait: float = 2.0  # seconds a read waits for ?min_position
-    write_timeout: float = 10.0  # LEDGER_WRITE_TIMEOUT: seconds a write waits to be taken by the writer
+    write_timeout: float = DEFAULTS.write_timeout  # seconds a write waits to be taken by the writer
     max_batch: int = 500  # commands per group-commit transaction
 
     @classmethod
-    def from_env(cls) -> ApiSettings:
-        try:
-            threads = int(os.environ.get("LEDGER_API_THREADS", "16"))
-            write_timeout = float(os.environ.get("LEDGER_WRITE_TIMEOUT", "10"))
-        except ValueError as e:
-            raise InvalidInput(f"LEDGER_API_THREADS must be a whole number and LEDGER_WRITE_TIMEOUT "
-                               f"a number of seconds: {e}") from None
-        return cls(read_tokens_required=_flag("LEDGER_READ_TOKENS_REQUIRED"), threads=max(2, threads),
-                   write_timeout=max(0.1, write_timeout))
+    def from_settings(cls, settings: Settings) -> ApiSettings:
+        return cls(read_tokens_required=settings.read_tokens_required, threads=settings.api_threads,
+                   write_timeout=settings.write_timeout)
 
 
 @dataclass
@@ -163,28 +148,27 @@ bearer = HTTPBearer(
 Bearer = Annotated[Any, Depends(bearer)]  # documents the scheme; the token is read by `principal_of`
 
 
-async def principal_of(request: Request) -> Principal | None:
-    """The token's principal; None without an Authorization header; 401 for a bad one.
+async def principal_of(request: Request, needed: Role | None) -> Principal | None:
+    """The caller, if it may do what needs role `needed` (None: what is open to all);
+    401 or 403 otherwise (`store.tokens.authorize`).
 
     The token is looked up (one indexed query, on the event loop) only when one is sent.
     """
-    authorization = request.headers.get("authorization")
-    if authorization is None:
-        return None
-    return await principal_from_header(services_of(request).tokens, authorization)
+    digest = digest_of(request.headers.get("authorization"))
+    if digest is None:
+        return authorize(None, None, needed)
+    return await services_of(request).tokens.authorize_async(digest, needed)
 
 
-def credential_of(request: Request, role: Role) -> Credential:
-    """A write's credential, checked by the group writer with its batch (no lookup here);
-    401 without a bearer token."""
-    return credential_from_header(request.headers.get("authorization"), role)
-
-
+@functools.cache
 def require(role: Role) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that lets only callers with `role` or above through."""
+    """The dependency that lets only callers with `role` or above through (one per role,
+    which a fast handler names as the dependency it does the work of)."""
 
     async def dependency(request: Request, _: Bearer = None) -> Principal:
-        return require_role(await principal_of(request), role)
+        principal = await principal_of(request, role)
+        assert principal is not None  # a role is needed, so a token was
+        return principal
 
     dependency.__name__ = f"require_{role.value}"
     return dependency
@@ -192,10 +176,7 @@ def require(role: Role) -> Callable[..., Awaitable[Principal]]:
 
 async def read_access(request: Request, _: Bearer = None) -> Principal | None:
     """Reads are open unless LEDGER_READ_TOKENS_REQUIRED=1, which asks for role reader."""
-    principal = await principal_of(request)
-    if services_of(request).settings.read_tokens_required:
-        return require_role(principal, Role.READER)
-    return principal
+    return await principal_of(request, Role.READER if services_of(request).settings.read_tokens_required else None)
 
 
 async def consistent_read(
@@ -252,8 +233,8 @@ def idempotent_write(
         return status, body, False
     key = check_key(idempotency_key)
     scope = principal.token_id
-    kept, replayed = svc.idempotency.run(
-        scope, key, fingerprint(request.method, request.url.path, fields, if_match),
+    kept, replayed = run_once(
+        svc.idempotency, scope, key, fingerprint(request.method, request.url.path, fields, if_match),
         lambda: write(derived_act_id(scope, key)),
     )
     return kept.status, kept.body, replayed

@@ -1,17 +1,195 @@
-"""LEDGER_DATABASE_URL is mapped onto the event store's settings, and bad URLs say how to fix them."""
+"""The LEDGER_* settings: typed, defaulted, read once, refused with what to write instead, and
+documented by a table generated from the model; LEDGER_DATABASE_URL is mapped onto the event
+store's settings, and bad URLs say how to fix them."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from pydantic import SecretStr
 
 from domain.errors import InvalidInput
-from store.settings import Database
+from store.settings import DEFAULTS, Database, Settings, env_name, get_settings, read_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+REGENERATE = "python -m store.settings > docs/configuration.md"
+# The test suite's own PostgreSQL (tests/conftest.py, bench/harness.py): not a setting of the ledger.
+TEST_ONLY = {"LEDGER_TEST_POSTGRES_URL"}
+TEXT_FILES = {".py", ".md", ".toml", ".sh", ".yml", ".yaml", ".cfg", ".ini", ".txt"}
 
 
-def test_the_default_is_a_sqlite_file_in_the_working_directory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LEDGER_DATABASE_URL", raising=False)
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(env_name(name), raising=False)
+    return monkeypatch
+
+
+def test_every_setting_has_its_documented_default_when_nothing_is_set(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    settings = read_settings()
+    assert settings == DEFAULTS
+    assert (settings.database_url, settings.api_threads, settings.write_timeout, settings.claim_cache_size) == (
+        "sqlite:///ledger.db", 16, 10.0, 5000)
+    assert settings.signing_key_file is None and settings.token is None and not settings.read_tokens_required
+
+
+READ = [
+    ("LEDGER_DATABASE_URL", "postgresql://writer@db/claims", "database_url", "postgresql://writer@db/claims"),
+    ("LEDGER_SIGNING_KEY_FILE", "/etc/ledger/key.pem", "signing_key_file", Path("/etc/ledger/key.pem")),
+    ("LEDGER_READ_TOKENS_REQUIRED", "1", "read_tokens_required", True),
+    ("LEDGER_READ_TOKENS_REQUIRED", "yes", "read_tokens_required", True),
+    ("LEDGER_READ_TOKENS_REQUIRED", "0", "read_tokens_required", False),
+    ("LEDGER_API_THREADS", "32", "api_threads", 32),
+    ("LEDGER_WRITE_TIMEOUT", "2.5", "write_timeout", 2.5),
+    ("LEDGER_CLAIM_CACHE_SIZE", "100", "claim_cache_size", 100),
+    ("LEDGER_PROJECTION_INTERVAL_MS", "40", "projection_interval_ms", 40.0),
+    ("LEDGER_SQLITE_LOCK_TIMEOUT", "30", "sqlite_lock_timeout", 30),
+    ("LEDGER_PG_LOCK_TIMEOUT", "7", "pg_lock_timeout", 7),
+    ("LEDGER_PG_CONNECT_TIMEOUT", "1", "pg_connect_timeout", 1),
+    ("LEDGER_PG_POOL_SIZE", "4", "pg_pool_size", 4),
+    ("LEDGER_PG_MAX_OVERFLOW", "0", "pg_max_overflow", 0),
+    ("LEDGER_TOKEN", "clm_secret", "token", SecretStr("clm_secret")),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "field", "expected"), READ)
+def test_each_variable_is_read_into_its_typed_setting(
+    clean_environment: pytest.MonkeyPatch, variable: str, value: str, field: str, expected: object,
+) -> None:
+    clean_environment.setenv(variable, value)
+    assert getattr(read_settings(), field) == expected
+
+
+def test_every_setting_is_read_from_the_variable_of_its_name() -> None:
+    assert {(variable, field) for variable, _, field, _ in READ} == {
+        (env_name(field), field) for field in Settings.model_fields}
+
+
+def test_spaces_around_a_value_are_ignored_and_an_empty_value_counts_as_unset(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    clean_environment.setenv("LEDGER_READ_TOKENS_REQUIRED", " on ")
+    clean_environment.setenv("LEDGER_API_THREADS", " 8 ")
+    clean_environment.setenv("LEDGER_WRITE_TIMEOUT", "")
+    settings = read_settings()
+    assert (settings.read_tokens_required, settings.api_threads, settings.write_timeout) == (True, 8, 10.0)
+
+
+def test_too_few_threads_and_too_short_a_write_timeout_are_raised_to_the_least_that_works(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    clean_environment.setenv("LEDGER_API_THREADS", "1")
+    clean_environment.setenv("LEDGER_WRITE_TIMEOUT", "0")
+    settings = read_settings()
+    assert (settings.api_threads, settings.write_timeout) == (2, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LEDGER_API_THREADS", "many", "LEDGER_API_THREADS must be a whole number, e.g. LEDGER_API_THREADS=16, not 'many'"),
+        ("LEDGER_API_THREADS", "2.5", "LEDGER_API_THREADS must be a whole number"),
+        ("LEDGER_WRITE_TIMEOUT", "10s", "LEDGER_WRITE_TIMEOUT must be a number, e.g. LEDGER_WRITE_TIMEOUT=10, not '10s'"),
+        ("LEDGER_READ_TOKENS_REQUIRED", "maybe", "LEDGER_READ_TOKENS_REQUIRED must be 1 or 0"),
+        ("LEDGER_PG_POOL_SIZE", "0", "LEDGER_PG_POOL_SIZE must be at least 1, e.g. LEDGER_PG_POOL_SIZE=2, not '0'"),
+        ("LEDGER_PG_MAX_OVERFLOW", "-1", "LEDGER_PG_MAX_OVERFLOW must be at least 0"),
+        ("LEDGER_PROJECTION_INTERVAL_MS", "-5", "LEDGER_PROJECTION_INTERVAL_MS must be at least 0"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_variable_and_what_to_write(
+    clean_environment: pytest.MonkeyPatch, variable: str, value: str, message: str,
+) -> None:
+    clean_environment.setenv(variable, value)
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        read_settings()
+
+
+def test_every_bad_value_is_named_at_once(clean_environment: pytest.MonkeyPatch) -> None:
+    clean_environment.setenv("LEDGER_API_THREADS", "many")
+    clean_environment.setenv("LEDGER_PG_LOCK_TIMEOUT", "soon")
+    with pytest.raises(InvalidInput) as refused:
+        read_settings()
+    assert "LEDGER_API_THREADS" in str(refused.value) and "LEDGER_PG_LOCK_TIMEOUT" in str(refused.value)
+
+
+def test_the_token_is_never_shown_in_the_settings_repr(clean_environment: pytest.MonkeyPatch) -> None:
+    clean_environment.setenv("LEDGER_TOKEN", "clm_do_not_print")
+    assert "clm_do_not_print" not in repr(read_settings())
+
+
+def test_a_process_reads_its_settings_once_and_keeps_them(clean_environment: pytest.MonkeyPatch) -> None:
+    clean_environment.setenv("LEDGER_API_THREADS", "8")
+    first = get_settings()
+    clean_environment.setenv("LEDGER_API_THREADS", "32")
+    assert get_settings() is first and first.api_threads == 8
+    get_settings.cache_clear()
+    assert get_settings().api_threads == 32
+
+
+def test_a_bad_value_stops_a_command_with_exit_status_2_and_no_traceback(tmp_path: Path) -> None:
+    claims = Path(sys.executable).with_name("claims")
+    command = [str(claims)] if claims.exists() else [sys.executable, "-c", "from cli.main import main; main()"]
+    env = {**os.environ, "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}", "LEDGER_API_THREADS": "many"}
+    done = subprocess.run([*command, "token", "list"], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "LEDGER_API_THREADS must be a whole number" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "ledger.db").exists()
+
+
+def test_docs_configuration_md_is_the_table_the_settings_model_generates() -> None:
+    generated = subprocess.run([sys.executable, "-m", "store.settings"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=60, check=True).stdout
+    documented = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert documented == generated, f"docs/configuration.md is out of date: run `{REGENERATE}`"
+    for name, field in Settings.model_fields.items():
+        assert f"| `{env_name(name)}` |" in generated and field.description, name
+
+
+def test_every_ledger_variable_named_in_the_repository_is_a_setting() -> None:
+    settings = {env_name(name) for name in Settings.model_fields}
+    unknown: dict[str, set[str]] = {}
+    for path in sorted(ROOT.rglob("*")):
+        relative = path.relative_to(ROOT)
+        if relative.parts[0].startswith(".") or relative.parts[0].endswith(".egg-info") or not (
+                path.suffix in TEXT_FILES or path.name == "Makefile") or not path.is_file():
+            continue
+        for name in set(re.findall(r"\bLEDGER_[A-Z0-9_]*[A-Z0-9]", path.read_text(encoding="utf-8", errors="replace"))):
+            if name not in settings and name not in TEST_ONLY:
+                unknown.setdefault(name, set()).add(str(relative))
+    assert not unknown, f"LEDGER_* variables that are not fields of store.settings.Settings: {unknown}"
+
+
+def test_the_default_is_a_sqlite_file_in_the_working_directory(clean_environment: pytest.MonkeyPatch) -> None:
     database = Database.from_url()
     assert (database.backend, database.path) == ("sqlite", "ledger.db")
+
+
+def test_without_a_url_the_database_is_the_one_ledger_database_url_names(
+    clean_environment: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    clean_environment.setenv("LEDGER_DATABASE_URL", f"sqlite:///{tmp_path / 'named.db'}")
+    assert Database.from_url().path == str(tmp_path / "named.db")
+
+
+def test_the_database_is_opened_with_the_timeouts_and_pool_sizes_of_its_settings(tmp_path: Path) -> None:
+    settings = Settings(sqlite_lock_timeout=30, pg_lock_timeout=7, pg_connect_timeout=3, pg_pool_size=4,
+                        pg_max_overflow=1)
+    sqlite = Database.from_url(f"sqlite:///{tmp_path / 'ledger.db'}", settings)
+    assert sqlite.library_env()["SQLITE_LOCK_TIMEOUT"] == "30"
+    postgres = Database.from_url("postgresql://postgres@127.0.0.1:5432/test", settings)
+    env = postgres.library_env()
+    assert (env["POSTGRES_LOCK_TIMEOUT"], env["POSTGRES_CONNECT_TIMEOUT"], env["POSTGRES_POOL_SIZE"],
+            env["POSTGRES_MAX_OVERFLOW"]) == ("7", "3", "4", "1")
+    assert postgres.connect_kwargs()["connect_timeout"] == 3
 
 
 def test_sqlite_urls_take_relative_and_absolute_paths() -> None:
@@ -46,4 +224,3 @@ def test_postgres_settings_never_enable_db_functions_and_always_time_out() -> No
 def test_unusable_urls_are_refused_with_what_to_write_instead(url: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         Database.from_url(url)
-
