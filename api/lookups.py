@@ -25,12 +25,12 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from uuid import UUID
 
 import anyio.to_thread
 import psycopg
 
 from domain.errors import StoreUnavailable
+from domain.values import claim_ids_for_ref
 from projections.tables import LIVE, Tables
 from store.settings import Database
 
@@ -47,14 +47,13 @@ class Lookups:
         self.backend = database.backend
         self.max_connections = max(1, connections)
         tables = Tables(LIVE)
+        # A ref names at most two claim ids, tried in order (see `_claim_ids`).
         self.claim_sql = (
             f"SELECT view, version, 0 AS pref FROM {tables.claims} WHERE claim_id = ?"
-            f" UNION ALL SELECT view, version, 1 AS pref FROM {tables.claims} WHERE key = ?"
+            f" UNION ALL SELECT view, version, 1 AS pref FROM {tables.claims} WHERE claim_id = ?"
             " ORDER BY pref LIMIT 1"
         )
-        self.claims_sql = (
-            f"SELECT view, version, claim_id, key FROM {tables.claims} WHERE claim_id = ANY(?) OR key = ANY(?)"
-        )
+        self.claims_sql = f"SELECT view, version, claim_id FROM {tables.claims} WHERE claim_id = ANY(?)"
         self._claims = _Coalesced(self._claim_rows)
         self._sql: dict[str, str] = {}
         # PostgreSQL: connections made on first use, on the loop that uses them.
@@ -79,10 +78,11 @@ class Lookups:
     async def claim_view(self, ref: str) -> tuple[bytes, int] | None:
         """A claim's current view as stored (JSON) and its version, by id or else by key:
         `ReadModels.claim`'s answer, without decoding the view."""
-        if "\x00" in ref:  # no id or key holds NUL (and PostgreSQL cannot even compare it)
+        ids = _claim_ids(ref)
+        if not ids:
             return None
         if self.backend == "sqlite":
-            row = await self._sqlite_one(self.claim_sql, (_as_id(ref), ref))
+            row = await self._sqlite_one(self.claim_sql, (*ids, "")[:2])  # "" matches no claim
         else:
             row = await self._claims.get(ref)
         if row is None:
@@ -91,13 +91,12 @@ class Lookups:
         return (view.encode() if isinstance(view, str) else bytes(view)), int(row[1])
 
     async def _claim_rows(self, refs: list[str]) -> dict[str, Row]:
-        ids = {ref: _as_id(ref) for ref in refs}
-        rows = await self._pg_rows(self.claims_sql, ([i for i in ids.values() if i], refs))
+        ids = {ref: _claim_ids(ref) for ref in refs}
+        rows = await self._pg_rows(self.claims_sql, ([i for found in ids.values() for i in found],))
         by_id = {row[2]: row for row in rows}
-        by_key = {row[3]: row for row in rows}
         found: dict[str, Row] = {}
-        for ref, as_id in ids.items():
-            row = by_id.get(as_id) or by_key.get(ref)  # the id first, as ReadModels.resolve
+        for ref, candidates in ids.items():
+            row = next((by_id[i] for i in candidates if i in by_id), None)
             if row is not None:
                 found[ref] = row
         return found
@@ -217,12 +216,9 @@ class Lookups:
         return conn
 
 
-def _as_id(ref: str) -> str:
-    """The claim id a ref names if it is a UUID ("" matches no claim)."""
-    try:
-        return str(UUID(ref))
-    except ValueError:
-        return ""
+def _claim_ids(ref: str) -> tuple[str, ...]:
+    """The ids, as the claims table holds them, of the claims `ref` may name, in the order to try."""
+    return tuple(str(claim_id) for claim_id in claim_ids_for_ref(ref))
 
 
 Fetch = Callable[[list[str]], Awaitable[dict[str, Row]]]

@@ -14,8 +14,8 @@ import time
 
 from bench.baseline import scan_notifications
 from bench.harness import peak_rss_mib
-from domain.ledger import Ledger
 from service.runtime import Runtime
+from store.event_store import open_ledger
 from store.settings import Database
 
 
@@ -31,7 +31,7 @@ def rebuild(url: str) -> dict[str, float]:
 
 
 def scan(url: str) -> dict[str, float]:
-    ledger = Ledger(Database.from_url(url))
+    ledger = open_ledger(Database.from_url(url))
     try:
         started = time.perf_counter()
         count = scan_notifications(ledger.recorder)

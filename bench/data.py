@@ -14,9 +14,9 @@ from typing import Any
 
 from bench.harness import Stores
 from domain.errors import StoreUnavailable
-from domain.ledger import Ledger
 from fixtures.generator import generate, write_fixture
 from fixtures.replay import ImportReport, import_fixture
+from store.event_store import open_ledger
 from store.settings import Database
 
 # Generated histories hold about this many lines (events) per claim (measured: 113,729 for 10,000).
@@ -89,7 +89,7 @@ class Datasets:
         fixture = self.fixture(events)
         for attempt in (1, 2):
             url = self.stores.url(backend, f"data_{size_label(events)}")
-            ledger = Ledger(Database.from_url(url))
+            ledger = open_ledger(Database.from_url(url))
             try:
                 report = import_fixture(ledger, fixture.path)
                 break

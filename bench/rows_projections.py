@@ -21,9 +21,9 @@ from bench.harness import (
     start_ledger_server,
 )
 from bench.load import closed_loop, python_load
-from domain.ledger import Ledger
 from projections.queries import ReadModels
 from store.db import ReadStore
+from store.event_store import open_ledger
 from store.settings import Database
 
 REBUILD_GOALS = {"sqlite": 30_000, "postgres": 15_000}
@@ -113,7 +113,7 @@ class LagObserver:
     def __init__(self, url: str, interval: float = 0.002) -> None:
         database = Database.from_url(url)
         # One connection each: the servers under test need the database's connections.
-        self.ledger = Ledger(database, env={"POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"})
+        self.ledger = open_ledger(database, env={"POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"})
         self.store = ReadStore(database, pool_size=1)
         self.read = ReadModels(self.store)
         self.interval = interval

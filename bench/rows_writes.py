@@ -21,8 +21,8 @@ from bench.harness import (
 from bench.load import closed_loop
 from bench.loadgen import assertion_fields
 from domain.commands import RegisterClaim
-from domain.ledger import Ledger
 from fixtures.replay import FLUSH_EVERY
+from store.event_store import open_ledger
 from store.settings import Database
 
 BACKENDS = ("sqlite", "postgres")
@@ -45,7 +45,7 @@ def single_writes(ctx: Context) -> list[Figure]:
 def _single_writes(ctx: Context, backend: str, name: str) -> Figure:
     sizes = ctx.sizes
     claims, rounds = sizes.single_claims, sizes.single_write_rounds
-    ledger = Ledger(Database.from_url(ctx.stores.url(backend, "single_ours")))
+    ledger = open_ledger(Database.from_url(ctx.stores.url(backend, "single_ours")))
     raw = RawApp(ctx.stores.url(backend, "single_raw"))
     try:
         keys = [f"bench-claim-{i}" for i in range(claims)]

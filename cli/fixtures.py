@@ -31,6 +31,7 @@ from fixtures.replay import (
     import_fixture,
     write_projections,
 )
+from store.event_store import open_ledger
 from store.settings import Database
 
 err = Console(stderr=True, soft_wrap=True)
@@ -43,7 +44,7 @@ PROGRESS_AFTER = 0.5  # seconds: quick imports print no bar
 @contextmanager
 def _ledger() -> Iterator[Ledger]:
     try:
-        ledger = Ledger(Database.from_url())
+        ledger = open_ledger(Database.from_url())
     except LedgerError as e:
         err.print(f"[red]cannot open the ledger:[/] {e}")
         raise typer.Exit(2) from None

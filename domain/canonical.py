@@ -17,9 +17,6 @@ import rfc8785
 
 GENESIS_HASH = "0" * 64
 
-EVENT_TYPES = ("ClaimRegistered", "Asserted", "Denied", "Retracted", "ActVoided")
-
-
 _SAFE_INT = 2**53 - 1  # JCS numbers are IEEE doubles
 
 
@@ -29,7 +26,7 @@ def canonical_bytes(value: Any) -> bytes:
     For plain values (see ``is_plain``) orjson's key-sorted output is JCS, byte for byte:
     it escapes exactly ``"``, ``\\`` and U+0000-U+001F, with the same short forms and
     lowercase ``\\u00xx``, writes every other character as UTF-8, and sorts keys by code
-    point, which is UTF-16 order for keys below U+D800. It is ~30x faster than the
+    point, which is UTF-16 order for keys below U+D800. It is much faster than the
     pure-Python ``rfc8785``, which encodes everything else (floats, big integers, other
     keys, lone surrogates) and raises its errors.
     """
@@ -112,10 +109,6 @@ def event_body(
         "prev_hash": prev_hash,
         "data": data,
     }
-
-
-def body_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_bytes(body)).hexdigest()
 
 
 def body_text(

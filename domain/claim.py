@@ -13,12 +13,12 @@ from uuid import UUID
 
 import orjson
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder
 from eventsourcing.utils import get_topic
 
-from domain.canonical import GENESIS_HASH, body_text, canonical_bytes, canonical_json, event_body, text_hash
+from domain.canonical import GENESIS_HASH, body_text, canonical_json, event_body, text_hash
 from domain.errors import ActIdConflict, InvalidInput, NotRetractable, NotVoidable, UnknownAct
 from domain.fold import ActState, ClaimFold
+from domain.library import new_aggregate, new_event
 from domain.values import format_instant, parse_instant
 
 Json = dict[str, Any]
@@ -32,9 +32,13 @@ class Claim(Aggregate):
     """A proposition, and what parties asserted, denied, retracted — and what was voided."""
 
     class Event(Aggregate.Event):
-        """Every claim event stores its data exactly as hashed (JCS text), and its hashes."""
+        """Every claim event stores its data exactly as hashed (JCS text), and its hashes.
+
+        TYPE is the event's type in its body (and so in its hash); OP, the op that callers
+        (HTTP, fixtures) name to record it."""
 
         TYPE: ClassVar[str] = ""
+        OP: ClassVar[str] = ""
         data_json: str
         prev_hash: str
         hash: str
@@ -67,20 +71,19 @@ class Claim(Aggregate):
             aggregate.fold.apply(body)
 
     class Registered(Event, Aggregate.Created):
-        TYPE = "ClaimRegistered"
-
+        TYPE, OP = "ClaimRegistered", "register"
 
     class Asserted(Event):
-        TYPE = "Asserted"
+        TYPE, OP = "Asserted", "assert"
 
     class Denied(Event):
-        TYPE = "Denied"
+        TYPE, OP = "Denied", "deny"
 
     class Retracted(Event):
-        TYPE = "Retracted"
+        TYPE, OP = "Retracted", "retract"
 
     class ActVoided(Event):
-        TYPE = "ActVoided"
+        TYPE, OP = "ActVoided", "void"
 
     def __init__(self) -> None:
         self.fold = ClaimFold()
@@ -90,16 +93,13 @@ class Claim(Aggregate):
         cls, claim_id: UUID, *, statement: str, key: str, language: str, subjects: list[str],
         recorded_at: datetime | None = None,
     ) -> Claim:
+        if type(claim_id) is not UUID:
+            raise TypeError(f"a claim's id is a uuid.UUID, not {type(claim_id).__name__}")
         data = {"statement": statement, "key": key, "language": language, "subjects": subjects}
         when = _recorded_time(recorded_at, None)
-        if type(claim_id) is not UUID:  # the library's checks and errors
-            hashed = _hashed(cls.Registered, claim_id, 1, when, GENESIS_HASH, data)
-            return cls._create(cls.Registered, id=claim_id, timestamp=when, **hashed)
-        # What the library's _create and the created event's mutate do (see _trigger).
+        # What the library's Aggregate._create and the created event's mutate do (see _trigger).
         event, body = _made(cls.Registered, claim_id, str(claim_id), 1, when, GENESIS_HASH, data)
-        claim = cls.__new__(cls)
-        claim.__base_init__(claim_id, 1, when)
-        claim.__init__()  # type: ignore[misc]
+        claim = new_aggregate(cls, claim_id, 1, when)
         claim.fold.apply(body)
         claim.pending_events.append(event)
         return claim
@@ -122,31 +122,20 @@ class Claim(Aggregate):
     def act(self, act_id: str) -> ActState | None:
         return self.fold.acts.get(act_id)
 
-    # Commands. Each returns the act as held, which is an older act when the command
-    # is an idempotent retry of one already recorded.
-    def record_stance(self, kind: str, data: Json, recorded_at: datetime | None = None) -> ActState:
-        event_class = {"assert": Claim.Asserted, "deny": Claim.Denied}[kind]
-        data = {**data, "act_id": data.get("act_id") or new_act_id(kind)}
+    # The one command on a registered claim. It returns the act as held, which is an older
+    # act when the command is an idempotent retry of one already recorded.
+    def record_act(self, op: str, data: Json, recorded_at: datetime | None = None) -> ActState:
+        """Record an assertion, denial, retraction or void (`op`) with its validated data."""
+        event_class = ACT_EVENT_OF_OP[op]
+        data = {**data, "act_id": data.get("act_id") or new_act_id(op)}
         existing = self.check_new_act_id(event_class, data)
         if existing is not None:
             return existing
+        if event_class is Claim.Retracted:
+            self.check_retractable(data["retracts"], data["party"])
+        elif event_class is Claim.ActVoided:
+            self.check_voidable(data["voids"])
         return self._trigger(event_class, data, recorded_at)
-
-    def retract(self, data: Json, recorded_at: datetime | None = None) -> ActState:
-        data = {**data, "act_id": data.get("act_id") or new_act_id("retract")}
-        existing = self.check_new_act_id(Claim.Retracted, data)
-        if existing is not None:
-            return existing
-        self.check_retractable(data["retracts"], data["party"])
-        return self._trigger(Claim.Retracted, data, recorded_at)
-
-    def void(self, data: Json, recorded_at: datetime | None = None) -> ActState:
-        data = {**data, "act_id": data.get("act_id") or new_act_id("void")}
-        existing = self.check_new_act_id(Claim.ActVoided, data)
-        if existing is not None:
-            return existing
-        self.check_voidable(data["voids"])
-        return self._trigger(Claim.ActVoided, data, recorded_at)
 
     # Rules.
     def check_new_act_id(self, event_class: type[Event], data: Json) -> ActState | None:
@@ -185,7 +174,7 @@ class Claim(Aggregate):
         target = self.fold.acts.get(act_id)
         if target is None:
             raise UnknownAct(f"claim {self.key!r} holds no act {act_id!r} to void")
-        if target.type == "ActVoided":
+        if target.type == Claim.ActVoided.TYPE:
             raise NotVoidable(f"act {act_id!r} is itself a void; voids cannot be voided")
         if target.voided_by:
             raise NotVoidable(f"act {act_id!r} was already voided by {target.voided_by!r}")
@@ -230,12 +219,10 @@ def _made(
         claim_id=claim_id_text, version=version, type=event_class.TYPE, recorded_at=recorded,
         prev_hash=prev_hash, data_json=data_json,
     ))
-    event = object.__new__(event_class)
-    state: Json = {"originator_id": claim_id, "originator_version": version, "timestamp": when}
-    if issubclass(event_class, Aggregate.Created):
-        state["originator_topic"] = _CLAIM_TOPIC
-    state.update(data_json=data_json, prev_hash=prev_hash, hash=digest)  # the dataclass's field order
-    object.__setattr__(event, "__dict__", state)
+    event = new_event(
+        event_class, claim_id, version, when, {"data_json": data_json, "prev_hash": prev_hash, "hash": digest},
+        originator_topic=_CLAIM_TOPIC if event_class is Claim.Registered else None,
+    )
     body = {
         "claim_id": claim_id_text, "version": version, "type": event_class.TYPE, "recorded_at": recorded,
         "prev_hash": prev_hash, "data": data if plain else event.data, "hash": digest,
@@ -270,58 +257,12 @@ def _recorded_time(
     return now if last is None or now >= last else last
 
 
-def _hashed(
-    event_class: type[Claim.Event], claim_id: UUID, version: int, when: datetime,
-    prev_hash: str, data: Json,
-) -> Json:
-    data_json = canonical_bytes(data).decode()
-    text = body_text(
-        claim_id=str(claim_id), version=version, type=event_class.TYPE,
-        recorded_at=format_instant(when), prev_hash=prev_hash, data_json=data_json,
-    )
-    return {"data_json": data_json, "prev_hash": prev_hash, "hash": text_hash(text)}
-
-
 _CLAIM_TOPIC = get_topic(Claim)
-_NATIVE_JSON = (str, int, float, list, tuple, dict)
 
-
-class StateTranscoder(JSONTranscoder):
-    """The library's JSON transcoder, byte for byte, that writes flat states with orjson.
-
-    A claim event's stored state is flat: strings, and the timestamp as the registered
-    transcoding's ``{"_type_": ..., "_data_": <str>}``. For such a state orjson writes
-    the library's bytes exactly (compact, keys in order, UTF-8, the same escapes) at a
-    fraction of the cost of ``json`` calling back into Python for the datetime; any
-    other state goes to the library's encoder. Decoding is the library's.
-    """
-
-    def encode(self, obj: Any) -> bytes:
-        if type(obj) is dict:
-            flat: Json | None = None  # obj with its transcoded values, once there is one
-            for key, value in obj.items():
-                if type(value) is str:
-                    continue
-                transcoding = self.types.get(type(value))
-                if transcoding is None or isinstance(value, _NATIVE_JSON):  # json would not call it
-                    break
-                encoded = value.isoformat() if type(transcoding) is DatetimeAsISO else transcoding.encode(value)
-                if type(encoded) is not str:
-                    break
-                if flat is None:
-                    flat = dict(obj)
-                flat[key] = {"_type_": transcoding.name, "_data_": encoded}
-            else:
-                try:  # keys that are not strings raise too: json writes them its own way
-                    return orjson.dumps(obj if flat is None else flat)
-                except orjson.JSONEncodeError:  # and a lone surrogate: the library raises its error
-                    pass
-        return super().encode(obj)
-
-    @classmethod
-    def like(cls, transcoder: JSONTranscoder) -> StateTranscoder:
-        """One with the same transcodings as ``transcoder``."""
-        made = cls()
-        made.types.update(transcoder.types)
-        made.names.update(transcoder.names)
-        return made
+# The one map between the ops callers name and the events that record them.
+EVENT_CLASSES: tuple[type[Claim.Event], ...] = (
+    Claim.Registered, Claim.Asserted, Claim.Denied, Claim.Retracted, Claim.ActVoided,
+)
+EVENT_OF_OP: dict[str, type[Claim.Event]] = {cls.OP: cls for cls in EVENT_CLASSES}
+OP_OF_TYPE: dict[str, str] = {cls.TYPE: cls.OP for cls in EVENT_CLASSES}
+ACT_EVENT_OF_OP = {op: cls for op, cls in EVENT_OF_OP.items() if cls is not Claim.Registered}

@@ -20,7 +20,7 @@ class InvalidInput(LedgerError, ValueError):
         super().__init__(message)
         self.field = field
 
-    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:  # pickled whole (see api/forward.py)
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:  # pickled whole (see service/forward.py)
         return type(self), (str(self), self.field)
 
 
@@ -82,7 +82,7 @@ class VersionMismatch(LedgerError):
         self.expected = expected
         self.actual = actual
 
-    def __reduce__(self) -> tuple[type, tuple[int, int]]:  # pickled whole (see api/forward.py)
+    def __reduce__(self) -> tuple[type, tuple[int, int]]:  # pickled whole (see service/forward.py)
         return type(self), (self.expected, self.actual)
 
 

@@ -229,7 +229,7 @@ class ClaimFold:
         }
 
     def view(self) -> Json:
-        """The claim's read shape (DESIGN §5, GET /v1/claims/{id})."""
+        """The claim's read shape (GET /v1/claims/{id})."""
         stances = self.stances()
         return {
             "id": self.claim_id, "key": self.key, "statement": self.statement,

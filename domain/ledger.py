@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 from uuid import UUID
 
 import orjson
-from eventsourcing.application import AggregateNotFoundError, Application, Cache, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application, Cache, LRUCache
 from eventsourcing.persistence import IntegrityError, Notification, PersistenceError, Recording, StoredEvent
 from eventsourcing.utils import get_topic
 
+from domain import library
 from domain.canonical import body_text
-from domain.claim import Claim
+from domain.claim import ACT_EVENT_OF_OP, EVENT_CLASSES, Claim
 from domain.commands import Command, RecordAct, RegisterClaim
 from domain.errors import (
     KeyConflict,
@@ -28,9 +28,7 @@ from domain.errors import (
     VersionMismatch,
 )
 from domain.fold import ActState
-from domain.values import SLUG, claim_id_for_key, format_instant, instant_of
-from store.recorder import PipelinedRecorder
-from store.settings import Database
+from domain.values import claim_id_for_key, claim_ids_for_ref, format_instant, instant_of
 
 Json = dict[str, Any]
 CONFLICT_RETRIES = 20
@@ -75,10 +73,22 @@ class LoggedEvent(NamedTuple):
         }
 
 
-EVENT_TYPES = {
-    get_topic(cls): cls.TYPE
-    for cls in (Claim.Registered, Claim.Asserted, Claim.Denied, Claim.Retracted, Claim.ActVoided)
-}
+EVENT_TYPES = {get_topic(cls): cls.TYPE for cls in EVENT_CLASSES}  # by stored topic
+
+# The library's settings the claim cache relies on: commands load claims from a cache that
+# is fast-forwarded with any newer events from the store and deep-copied, so a refused or
+# failed batch never leaves a half-changed claim behind, and a long claim is not replayed
+# per write. Its size, AGGREGATE_CACHE_MAXSIZE, comes with the store's settings.
+CLAIM_CACHE_ENV = {"AGGREGATE_CACHE_FASTFORWARD": "y", "DEEPCOPY_FROM_AGGREGATE_CACHE": "y"}
+
+
+@runtime_checkable
+class SelectsOriginators(Protocol):
+    """A recorder that reads the events of several originators in one query."""
+
+    def select_originators(self, originator_ids: Sequence[UUID]) -> Sequence[Mapping[str, Any]]:
+        """Rows of originator_id, originator_version, topic and state, by originator, then version."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -104,22 +114,15 @@ class Ledger(Application[UUID]):
 
     name = "Ledger"
 
-    def __init__(self, database: Database | None = None, env: dict[str, str] | None = None) -> None:
-        self.database = database or Database.from_url()
-        cache = {
-            # Commands load claims from a cache that is fast-forwarded with any newer
-            # events from the store and deep-copied, so a refused or failed batch never
-            # leaves a half-changed claim behind: a long claim is not replayed per write.
-            "AGGREGATE_CACHE_MAXSIZE": os.environ.get("LEDGER_CLAIM_CACHE_SIZE", "5000"),
-            "AGGREGATE_CACHE_FASTFORWARD": "y",
-            "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
-        }
-        super().__init__(env={**cache, **self.database.library_env(), **(env or {})})
+    def __init__(self, env: Mapping[str, str]) -> None:
+        """`env`: the library's settings (its persistence module and their settings, the
+        claim cache's AGGREGATE_CACHE_MAXSIZE), as the store makes them for a database."""
+        super().__init__(env={**CLAIM_CACHE_ENV, **env})
         self._cache_lock = threading.Lock()
         self._execute_lock = threading.Lock()
         self._followed: int | None = None  # the claim cache holds every event up to this position
         # Claims read together (see _read_claims), where the stored state is plain JSON.
-        self._reads_many = (isinstance(self.recorder, PipelinedRecorder)
+        self._reads_many = (isinstance(self.recorder, SelectsOriginators)
                             and self.mapper.cipher is None and self.mapper.compressor is None)
 
     # One-command conveniences (tests, CLI); errors are raised.
@@ -153,7 +156,7 @@ class Ledger(Application[UUID]):
 
     def _execute(self, commands: Sequence[Command]) -> list[Outcome]:
         for attempt in range(CONFLICT_RETRIES):
-            batch = _Batch(self)
+            batch = ClaimBatch(self)
             try:
                 batch.prefetch(commands)
                 outcomes = [batch.apply(command) for command in commands]
@@ -190,17 +193,10 @@ class Ledger(Application[UUID]):
 
     # Reads of the event store (time travel is answered by the projections).
     def resolve(self, ref: str) -> UUID:
-        """A claim's id from its UUID or its key (a UUID-shaped key is tried as a key too)."""
-        try:
-            as_uuid = UUID(ref)
-        except ValueError:
-            as_uuid = None
-        if as_uuid is not None and self._exists(as_uuid):
-            return as_uuid
-        if SLUG.fullmatch(ref):
-            by_key = claim_id_for_key(ref)
-            if self._exists(by_key):
-                return by_key
+        """A claim's id from its UUID or its key (see `claim_ids_for_ref`)."""
+        for claim_id in claim_ids_for_ref(ref):
+            if self._exists(claim_id):
+                return claim_id
         raise UnknownClaim(f"no claim has the id or key {ref!r:.130}")
 
     def get_claim(self, ref: str, version: int | None = None) -> Claim:
@@ -210,19 +206,6 @@ class Ledger(Application[UUID]):
                 return self.repository.get(claim_id, version=version)  # type: ignore[no-any-return]
         except AggregateNotFoundError:
             raise UnknownClaim(f"no claim has the id or key {ref!r:.130}") from None
-
-    def claim_events(self, claim_id: UUID) -> list[Claim.Event]:
-        return list(self.events.get(claim_id))  # type: ignore[arg-type]
-
-    def all_events(self, after: int = 0, batch: int = 1000) -> Iterator[tuple[int, Claim.Event]]:
-        """Every event in log order with its position, streamed in batches."""
-        while True:
-            notifications = self.recorder.select_notifications(after + 1, batch)
-            if not notifications:
-                return
-            for n in notifications:
-                yield n.id, self.mapper.to_domain_event(n)  # type: ignore[misc]
-            after = notifications[-1].id
 
     def read_log(self, after: int, limit: int) -> list[LoggedEvent]:
         """Up to `limit` events after position `after`, in log order."""
@@ -255,8 +238,7 @@ class Ledger(Application[UUID]):
             return LoggedEvent(position, claim_id, version, kind, event.recorded_at, event.prev_hash,
                                event.hash, event.data_json)
         try:
-            fields = orjson.loads(state)
-            stamp = fields["timestamp"]["_data_"]
+            fields, stamp = library.read_plain_state(state)
             recorded_at = (stamp[:-6] + "Z" if stamp.endswith("+00:00")
                            else format_instant(datetime.fromisoformat(stamp)))
             prev_hash, digest, data_json = fields["prev_hash"], fields["hash"], fields["data_json"]
@@ -285,6 +267,7 @@ class Ledger(Application[UUID]):
         claims: dict[UUID, Claim | None] = {}
         with self._cache_lock:
             self._follow_log(cache)
+            cache = cast(Cache[UUID, Any], self.repository.cache)  # a new one, when it started afresh
             missing = []
             for claim_id in claim_ids:
                 try:
@@ -296,7 +279,7 @@ class Ledger(Application[UUID]):
 
     def _follow_log(self, cache: Cache[UUID, Any]) -> None:
         if self._followed is None:
-            _clear(cache)
+            self._start_cache_afresh(cache)
             self._followed = self.recorder.max_notification_id() or 0
             return
         # Most batches find nothing new: asking for the log's end costs the library a
@@ -314,9 +297,14 @@ class Ledger(Application[UUID]):
             if len(notifications) < FOLLOW_PAGE:
                 return
             if seen >= FOLLOW_MAX:  # a bulk import, say: start the cache afresh
-                _clear(cache)
+                self._start_cache_afresh(cache)
                 self._followed = self.recorder.max_notification_id() or 0
                 return
+
+    def _start_cache_afresh(self, cache: Cache[UUID, Any]) -> None:
+        """An empty cache of the same size in its place (`LRUCache.clear` only unlinks its
+        entries: they would still be found)."""
+        self.repository.cache = LRUCache(cache.maxsize) if isinstance(cache, LRUCache) else Cache()
 
     def _fast_forward(self, cache: Cache[UUID, Any], notification: Notification) -> None:
         try:
@@ -369,18 +357,7 @@ class Ledger(Application[UUID]):
                     cache.get(claim_id, evict=True)
 
     def _save_claims(self, claims: Sequence[Claim]) -> list[Recording[UUID]]:
-        """`Application.save` for claims: the same steps, without its two isinstance checks
-        per aggregate against runtime Protocols (on Python 3.11 they cost about as much as
-        creating the aggregate's event; a batch of 32 writes spent 2 ms on them)."""
-        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
-        for claim in claims:
-            processing_event.events.extend(claim.collect_events())
-            processing_event.aggregates[claim.id] = claim
-        recordings = self._record(processing_event)
-        self._take_snapshots(processing_event)
-        self._notify(recordings)
-        self.notify(processing_event.events)  # the library's deprecated hook, as save() calls it
-        return recordings
+        return library.save(self, claims)
 
     def _get_or_none(self, claim_id: UUID) -> Claim | None:
         """The claim read whole from the store (for a batch to change; not cached by this)."""
@@ -389,12 +366,9 @@ class Ledger(Application[UUID]):
                 return self.repository.get(claim_id, projector_func=_project)  # type: ignore[no-any-return]
             except AggregateNotFoundError:
                 return None
-        # The library's repository would decode each event with its JSON transcoder and
-        # build it as an object before folding it; a claim that another writer got to
-        # first is read again this way under load, so its events are folded straight from
-        # their stored JSON (as the projections read them).
+        # A claim that another writer got to first is read again under load.
         stored = self.recorder.select_events(claim_id)
-        return self._claim_from_stored(claim_id, [(e.originator_version, e.topic, e.state) for e in stored])
+        return self.claim_from_stored(claim_id, [(e.originator_version, e.topic, e.state) for e in stored])
 
     def _read_claims(self, claim_ids: Sequence[UUID]) -> dict[UUID, Claim | None]:
         """Claims read whole from the store: on PostgreSQL, several in one query (a batch
@@ -402,25 +376,29 @@ class Ledger(Application[UUID]):
         round trip per claim, one after another)."""
         if len(claim_ids) < 2 or not self._reads_many:
             return {claim_id: self._get_or_none(claim_id) for claim_id in claim_ids}
-        rows = cast(PipelinedRecorder, self.recorder).select_originators(claim_ids)
+        rows = cast(SelectsOriginators, self.recorder).select_originators(claim_ids)
         stored: dict[UUID, list[tuple[int, str, bytes]]] = {claim_id: [] for claim_id in claim_ids}
         for row in rows:
             stored[row["originator_id"]].append((row["originator_version"], row["topic"], bytes(row["state"])))
-        return {claim_id: self._claim_from_stored(claim_id, events) for claim_id, events in stored.items()}
+        return {claim_id: self.claim_from_stored(claim_id, events) for claim_id, events in stored.items()}
 
-    def _claim_from_stored(self, claim_id: UUID, stored: Sequence[tuple[int, str, bytes]]) -> Claim | None:
-        """A claim folded from its stored events, (version, topic, state) in version order."""
+    def claim_from_stored(self, claim_id: UUID, stored: Sequence[tuple[int, str, bytes]]) -> Claim | None:
+        """A claim folded from its stored events, (version, topic, state) in version order;
+        None when there are none. The claim is the one the library's repository rebuilds.
+
+        The repository would decode each event with its JSON transcoder and build it as an
+        object before folding it; a claim is folded straight from its stored JSON instead,
+        as the projections read it."""
         if not stored:
             return None
-        claim = Claim.__new__(Claim)
+        claim: Claim | None = None
         ref = str(claim_id)
         for version, (stored_version, topic, state) in enumerate(stored, start=1):
             if stored_version != version:
                 raise UndecodableEvent(f"claim {ref} has version {stored_version} where {version} belongs")
             logged = self.decode_stored(0, ref, version, topic, state)
-            if version == 1:
-                claim.__base_init__(claim_id, 1, instant_of(logged.recorded_at))
-                claim.__init__()  # type: ignore[misc]
+            if claim is None:
+                claim = library.new_aggregate(Claim, claim_id, 1, instant_of(logged.recorded_at))
             _fold_stored(claim, logged)
         return claim
 
@@ -455,26 +433,31 @@ def _with_position(outcome: Outcome, positions: dict[tuple[UUID, int], int]) -> 
     )
 
 
-class _Batch:
-    """The claims one `execute` call touches, loaded once and changed in memory."""
+class ClaimBatch:
+    """The claims one batch of commands touches, loaded once and changed in memory.
+
+    Commands are applied in order, each by the claim's own rules; a command that breaks
+    one fails alone. Claims the batch does not hold yet are read by `read_claims`, from the
+    Ledger's claim cache; a subclass reads them from elsewhere (the fixture importer, inside
+    its own transaction).
+    """
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.claims: dict[UUID, Claim | None] = {}
 
-    def prefetch(self, commands: Sequence[Command]) -> None:
-        """Load every claim the commands may name at once (a ref may be an id or a key)."""
-        wanted: dict[UUID, None] = {}
-        for command in commands:
-            if isinstance(command, RegisterClaim):
-                wanted[claim_id_for_key(command.key)] = None
-                continue
-            with contextlib.suppress(ValueError):
-                wanted[UUID(command.claim)] = None
-            if SLUG.fullmatch(command.claim):
-                wanted[claim_id_for_key(command.claim)] = None
+    def read_claims(self, claim_ids: Sequence[UUID]) -> dict[UUID, Claim | None]:
+        """The claims with these ids (None: no such claim), up to date, to change."""
+        return self.ledger.load_claims(claim_ids)
+
+    def prefetch(self, commands: Iterable[Command]) -> None:
+        """Read every claim the commands may name, at once (a ref may be an id or a key)."""
+        wanted = {claim_id: None for command in commands for claim_id in _named_ids(command)}
+        missing = [claim_id for claim_id in wanted if claim_id not in self.claims]
+        if not missing:
+            return
         try:
-            self.claims.update(self.ledger.load_claims([i for i in wanted if i not in self.claims]))
+            self.claims.update(self.read_claims(missing))
         except PersistenceError as e:
             raise StoreUnavailable(f"the event store could not be read: {e}") from e
 
@@ -483,18 +466,14 @@ class _Batch:
 
     def load(self, claim_id: UUID) -> Claim | None:
         if claim_id not in self.claims:
-            self.claims.update(self.ledger.load_claims([claim_id]))
+            self.claims.update(self.read_claims([claim_id]))
         return self.claims[claim_id]
 
     def resolve(self, ref: str) -> Claim:
-        try:
-            as_uuid: UUID | None = UUID(ref)
-        except ValueError:
-            as_uuid = None
-        if as_uuid is not None and (claim := self.load(as_uuid)) is not None:
-            return claim
-        if SLUG.fullmatch(ref) and (claim := self.load(claim_id_for_key(ref))) is not None:
-            return claim
+        for claim_id in claim_ids_for_ref(ref):
+            claim = self.load(claim_id)
+            if claim is not None:
+                return claim
         raise UnknownClaim(f"no claim has the id or key {ref!r:.130}; register it first")
 
     def apply(self, command: Command) -> Outcome:
@@ -534,19 +513,18 @@ class _Batch:
             # a retry (say after a lost answer), answered as any idempotent retry is.
             return Outcome(claim_id=claim.id, key=claim.key, act_id=held.act_id, version=held.version, created=False)
         before = claim.version
-        if command.op in ("assert", "deny"):
-            act = claim.record_stance(command.op, command.data, command.recorded_at)
-        elif command.op == "retract":
-            act = claim.retract(command.data, command.recorded_at)
-        else:
-            act = claim.void(command.data, command.recorded_at)
+        act = claim.record_act(command.op, command.data, command.recorded_at)
         return Outcome(
             claim_id=claim.id, key=claim.key, act_id=act.act_id, version=act.version,
             created=act.version > before,
         )
 
 
-ACT_EVENTS = {"assert": Claim.Asserted, "deny": Claim.Denied, "retract": Claim.Retracted, "void": Claim.ActVoided}
+def _named_ids(command: Command) -> tuple[UUID, ...]:
+    """The ids of the claims a command may name, as `ClaimBatch` tries them."""
+    if isinstance(command, RegisterClaim):
+        return (claim_id_for_key(command.key),)
+    return claim_ids_for_ref(command.claim)
 
 
 def _retried_act(claim: Claim, command: RecordAct) -> ActState | None:
@@ -556,15 +534,7 @@ def _retried_act(claim: Claim, command: RecordAct) -> ActState | None:
     held = claim.act(act_id) if act_id else None
     if held is None or held.version != (command.expected_version or 0) + 1:
         return None
-    if held.type != ACT_EVENTS[command.op].TYPE or held.data != command.data:
+    if held.type != ACT_EVENT_OF_OP[command.op].TYPE or held.data != command.data:
         return None
     return held
-
-
-def _clear(cache: Cache[UUID, Any]) -> None:
-    clear = getattr(cache, "clear", None)
-    if clear is not None:
-        clear()
-    else:
-        cache.cache.clear()
 

@@ -6,6 +6,7 @@ event body (and therefore the same hash).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import re
@@ -41,6 +42,7 @@ MAX_TEXT = 10_000
 MAX_URL = 2048
 MAX_SUBJECTS = 50
 MAX_REPORTED_VIA = 20
+MAX_CACHED_REF = 128  # longer than any key, and than an id in its usual forms
 
 Json = dict[str, Any]
 
@@ -48,6 +50,25 @@ Json = dict[str, Any]
 @functools.lru_cache(maxsize=65_536)
 def claim_id_for_key(key: str) -> uuid.UUID:
     return uuid.uuid5(CLAIM_NAMESPACE, key)
+
+
+def claim_ids_for_ref(ref: str) -> tuple[uuid.UUID, ...]:
+    """The ids of the claims a reference may name, in the order to try them: the reference
+    read as a UUID, then the id of the key it spells (a UUID-shaped key too). The first
+    that names a claim is the one meant; none at all, and no claim has that id or key."""
+    # Worked out once per reference: the same refs come back write after write, and a key
+    # read as a UUID raises. Longer refs (no key is) are not kept.
+    return _ids_for_ref(ref) if len(ref) <= MAX_CACHED_REF else _ids_for_ref.__wrapped__(ref)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _ids_for_ref(ref: str) -> tuple[uuid.UUID, ...]:
+    ids = []
+    with contextlib.suppress(ValueError):
+        ids.append(uuid.UUID(ref))
+    if SLUG.fullmatch(ref):
+        ids.append(claim_id_for_key(ref))
+    return tuple(ids)
 
 
 def check_slug(value: object, field: str) -> str:

@@ -15,11 +15,10 @@ import time
 from collections import OrderedDict
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from domain.errors import InvalidInput
 from domain.fold import ClaimStatus, fold_claim, select_events
-from domain.values import MAX_NAME, check_text
+from domain.values import MAX_NAME, check_text, claim_ids_for_ref
 from projections.tables import LIVE, Tables
 from store.db import ReadStore
 
@@ -33,7 +32,7 @@ WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def history_item(position: int, body: Json) -> Json:
-    """One event in the history shape of DESIGN §5."""
+    """One event in the shape `GET /v1/claims/{id}/history` serves."""
     data = body["data"]
     item: Json = {
         "position": position, "version": body["version"], "type": body["type"],
@@ -79,21 +78,17 @@ class ReadModels:
 
     # Claims.
     def resolve(self, ref: str) -> str | None:
-        """The claim id for a UUID or a key; a UUID-shaped key is tried as a key too."""
-        t = self.tables
-        if "\x00" in ref:  # no id or key holds NUL (and PostgreSQL cannot even compare it)
+        """The id of the claim a UUID or a key names (see `claim_ids_for_ref`)."""
+        candidates = claim_ids_for_ref(ref)
+        if not candidates:
             return None
         with self.store.reading() as cur:
-            try:
-                as_uuid = str(UUID(ref))
-            except ValueError:
-                as_uuid = None
-            if as_uuid is not None:
-                row = cur.execute(f"SELECT claim_id FROM {t.claims} WHERE claim_id = ?", (as_uuid,)).fetchone()
+            for claim_id in candidates:
+                row = cur.execute(f"SELECT claim_id FROM {self.tables.claims} WHERE claim_id = ?",
+                                  (str(claim_id),)).fetchone()
                 if row:
                     return str(row[0])
-            row = cur.execute(f"SELECT claim_id FROM {t.claims} WHERE key = ?", (ref,)).fetchone()
-            return str(row[0]) if row else None
+        return None
 
     def claim(self, ref: str) -> Json | None:
         claim_id = self.resolve(ref)

@@ -13,6 +13,7 @@ from domain.ledger import Ledger
 from projections.engine import ProjectionEngine
 from projections.queries import ReadModels
 from store.db import ReadStore
+from store.event_store import open_ledger
 from store.settings import Database
 
 
@@ -28,7 +29,7 @@ class Runtime:
     def open(cls, url: str | None = None, *, pool_size: int = 8) -> Runtime:
         database = Database.from_url(url)
         with _one_at_a_time(database):
-            ledger = Ledger(database)
+            ledger = open_ledger(database)
             store = ReadStore(database, pool_size=pool_size)
             engine = ProjectionEngine(ledger, store)
             engine.ensure_tables()

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg import Connection, Cursor
@@ -38,11 +39,24 @@ def one_round_trip(conn: Connection[Any]) -> Iterator[None]:
     once it ends; COMMIT goes on a cursor of its own. On any error, in the block or reported
     at the sync, the transaction is rolled back: nothing of it stays."""
     try:
-        with conn.pipeline():
-            if conn.autocommit:  # else psycopg begins before the first statement
-                conn.execute("BEGIN")
-            yield
-            conn.execute("COMMIT")
+        # A server error that arrives before the block ends (its results are read as they
+        # come) is the one raised: the pipeline's exit then meets the statements it aborted,
+        # and would log that second error as a warning.
+        failed: psycopg.Error | None = None
+        try:
+            with conn.pipeline():
+                try:
+                    if conn.autocommit:  # else psycopg begins before the first statement
+                        conn.execute("BEGIN")
+                    yield
+                    conn.execute("COMMIT")
+                except psycopg.Error as e:
+                    failed = e
+        except psycopg.Error:
+            if failed is None:
+                raise
+        if failed is not None:
+            raise failed
     except BaseException:
         if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
             conn.rollback()
@@ -62,7 +76,7 @@ class PipelinedRecorder(PostgresApplicationRecorder):
         super().__init__(*args, **kwargs)
         # The events as one binary array per column: psycopg writes each as it is held in
         # memory, where the library's array of composite values is escaped into text,
-        # value by value, in Python (a sixth of the writer's time) and parsed back by the
+        # value by value, in Python (a large share of the writer's time) and parsed back by the
         # server. The same rows, in the same order (RETURNING follows it, as the library's).
         self._insert_arrays_statement = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
@@ -92,29 +106,29 @@ class PipelinedRecorder(PostgresApplicationRecorder):
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         if self.datastore.enable_db_functions or not stored_events:
             return super().insert_events(stored_events, **kwargs)
-        return self._insert_pipelined(stored_events, **kwargs)
+        return self._insert_pipelined(stored_events)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library's insert_events
-    def _insert_pipelined(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    def _insert_pipelined(self, stored_events: Sequence[StoredEvent]) -> list[int]:
         # The library's connection turns psycopg's errors into its own.
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             with one_round_trip(conn):
-                self._insert_events(curs, stored_events, **kwargs)
-                self._insert_stored_events(curs, stored_events, **kwargs)
-            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+                self.write_events(curs, stored_events)
+            return self.written_ids(curs, stored_events)
 
-    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
-        # The library's lock and NOTIFY statements, and the insert, as composed once: psycopg
-        # composes an SQL object into bytes again on every execute.
-        statements = self._statements
-        if statements is None:
-            conn = curs.connection
-            statements = self._statements = (
-                [_as_bytes(s, conn) for s in self.lock_table_statements],
-                SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_bytes(conn),
-                self._insert_arrays_statement.as_bytes(conn),
-            )
-        lock, notify, insert = statements
+    def lock_table(self, curs: Cursor[DictRow]) -> None:
+        """Take the events table's write lock in `curs`'s transaction, as every save does
+        (the library's statements: its lock timeout, then EXCLUSIVE mode). Writers take turns,
+        so the log's order is the commit order; readers are not blocked."""
+        lock, _, _ = self._composed(curs)
+        for statement in lock:
+            curs.execute(statement, prepare=True)
+
+    def write_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]) -> None:
+        """What a save sends inside its transaction, on `curs`: the table lock, NOTIFY for the
+        projections (delivered at COMMIT) and the INSERT of the events. Their notification ids
+        are then `curs`'s rows: `written_ids`, once the statements have been answered."""
+        lock, notify, insert = self._composed(curs)
         for statement in lock:
             curs.execute(statement, prepare=True)
         curs.execute(notify)
@@ -124,3 +138,23 @@ class PipelinedRecorder(PostgresApplicationRecorder):
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
         ], prepare=True)
+
+    @staticmethod
+    def written_ids(curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]) -> list[int]:
+        """The notification ids `write_events` gave `stored_events`, in their order."""
+        ids = [row["notification_id"] for row in curs.fetchall()]
+        if len(ids) != len(stored_events):
+            raise ProgrammingError(f"the insert gave {len(ids)} notification ids to {len(stored_events)} events")
+        return ids
+
+    def _composed(self, curs: Cursor[DictRow]) -> tuple[list[bytes], bytes, bytes]:
+        """The library's lock and NOTIFY statements, and the insert, composed into bytes once:
+        psycopg composes an SQL object again on every execute."""
+        if self._statements is None:
+            conn = curs.connection
+            self._statements = (
+                [_as_bytes(s, conn) for s in self.lock_table_statements],
+                SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_bytes(conn),
+                self._insert_arrays_statement.as_bytes(conn),
+            )
+        return self._statements

@@ -15,12 +15,26 @@ import psycopg
 import pytest
 
 from domain import Ledger
-from store.settings import Database
+from store.event_store import open_ledger
+from store.settings import Database, get_settings
 
 POSTGRES_URL = os.environ.get(
     "LEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 BACKENDS = ["sqlite", "postgres"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast-lane", choices=("on", "off"), default="on",
+        help="off: the HTTP apps under test answer every request through FastAPI",
+    )
+
+
+@pytest.fixture(scope="session")
+def fast_lane(pytestconfig: pytest.Config) -> bool:
+    """Whether the apps under test run with the API's fast lane (`--fast-lane`, on by default)."""
+    return bool(pytestconfig.getoption("fast_lane") == "on")
 
 
 def postgres_available() -> str | None:
@@ -58,6 +72,15 @@ def drop_schema(url: str) -> None:
             conn.execute(f'DROP SCHEMA IF EXISTS "{database.schema}" CASCADE')
 
 
+@pytest.fixture(autouse=True)
+def settings_of_the_test() -> Iterator[None]:
+    """Each test reads the LEDGER_* environment afresh, so one set with monkeypatch applies
+    (a process reads it once and keeps it)."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -72,13 +95,13 @@ def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def ledger(database_url: str) -> Iterator[Ledger]:
-    app = Ledger(Database.from_url(database_url))
+    app = open_ledger(Database.from_url(database_url))
     yield app
     app.close()
 
 
 @pytest.fixture
 def sqlite_ledger(tmp_path: Path) -> Iterator[Ledger]:
-    app = Ledger(Database.from_url(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    app = open_ledger(Database.from_url(f"sqlite:///{tmp_path / 'ledger.db'}"))
     yield app
     app.close()

@@ -1,4 +1,4 @@
-"""The claim's rules (DESIGN §3), told through the seed story, on SQLite and PostgreSQL."""
+"""The claim's rules, told through the seed story, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -64,6 +64,19 @@ def test_a_uuid_shaped_key_is_found_as_a_key(ledger: Ledger) -> None:
     key = "0b9e3f6a-7f2d-4c1e-9a55-3f8e2d1c0b7a"
     ledger.register_claim("A claim imported from a system that used UUIDs as keys", key=key)
     assert ledger.get_claim(key).key == key
+
+
+def test_each_op_names_one_event_and_each_event_type_one_op() -> None:
+    from domain.claim import ACT_EVENT_OF_OP, EVENT_CLASSES, EVENT_OF_OP, OP_OF_TYPE, Claim
+
+    assert {op: cls.TYPE for op, cls in EVENT_OF_OP.items()} == {
+        "register": "ClaimRegistered", "assert": "Asserted", "deny": "Denied", "retract": "Retracted",
+        "void": "ActVoided",
+    }
+    assert {OP_OF_TYPE[cls.TYPE] for cls in EVENT_CLASSES} == set(EVENT_OF_OP)
+    assert set(ACT_EVENT_OF_OP) == set(EVENT_OF_OP) - {Claim.Registered.OP}
+    with pytest.raises(InvalidInput, match="use one of assert, deny, retract, void"):
+        RecordAct.build("register", CLAIM_KEY, {})
 
 
 def test_acts_on_an_unknown_claim_fail(ledger: Ledger) -> None:

@@ -1,4 +1,4 @@
-"""The stance/status fold of DESIGN §3, case by case and by property (pure, no database)."""
+"""The stance/status fold, case by case and by property (pure, no database)."""
 
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from api.idempotency import derived_act_id
 from audit.verify import verify_store
-from domain.ledger import Ledger
 from domain.values import claim_id_for_key
 from service.runtime import Runtime
+from store.event_store import open_ledger
 from store.settings import Database
 from tests.reliability.workload import Answer
 
@@ -30,7 +30,7 @@ class StoredEvent:
 
 def stored_events(database_url: str) -> list[StoredEvent]:
     """Every event in the store, in log order."""
-    ledger = Ledger(Database.from_url(database_url))
+    ledger = open_ledger(Database.from_url(database_url))
     try:
         found: list[StoredEvent] = []
         after = 0

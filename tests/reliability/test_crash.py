@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from domain.commands import Command, RecordAct, RegisterClaim
-from domain.ledger import Ledger
 from fixtures.generator import generate
 from fixtures.replay import import_fixture
 from service.runtime import Runtime
+from store.event_store import open_ledger
 from store.settings import Database
 from tests.cli.test_serve import CLAIMS as CLAIMS_COMMAND
 from tests.reliability.checks import (
@@ -187,7 +187,7 @@ def backlog(claims: int, seed: int) -> Iterator[str]:
 def test_a_projection_process_killed_mid_batch_again_and_again_applies_every_event_exactly_once(
     database_url: str, tmp_path: Path
 ) -> None:
-    ledger = Ledger(Database.from_url(database_url))
+    ledger = open_ledger(Database.from_url(database_url))
     runtime = Runtime.open(database_url, pool_size=1)
     env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
     log = tmp_path / "project.log"

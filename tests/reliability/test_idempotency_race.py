@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from api.idempotency import derived_act_id
-from domain.ledger import Ledger
+from store.event_store import open_ledger
 from store.settings import Database
 from tests.reliability.checks import claim_id_of
 from tests.reliability.conftest import StartServer
@@ -140,7 +140,7 @@ def test_two_servers_answering_two_different_requests_with_one_key_at_once_write
 
 def logged_events(database_url: str) -> list[tuple[str, Json]]:
     """(claim id, data) of every event in the store, in log order."""
-    ledger = Ledger(Database.from_url(database_url))
+    ledger = open_ledger(Database.from_url(database_url))
     try:
         found: list[tuple[str, Json]] = []
         after = 0
