@@ -21,11 +21,12 @@ from typing import Any
 import httpx
 import orjson
 
-from audit.merkle import TreeHasher, event_leaf_hash, verify_consistency
+from audit.chain import ChainCheck
 from audit.signing import CHECKPOINT_FIELDS, verify_checkpoint
-from domain.canonical import GENESIS_HASH, canonical_bytes
+from domain.canonical import canonical_bytes
 from domain.errors import InvalidInput, LedgerError
 from domain.fold import ClaimFold
+from domain.merkle import TreeHasher, event_leaf_hash, verify_consistency
 
 Json = dict[str, Any]
 Progress = Callable[[str, int, int], None]  # (stage, done, total; 0 when unknown)
@@ -223,6 +224,7 @@ class _Replay:
     """The feed as the auditor rebuilds it: hashes, chains, tree and every claim's fold."""
 
     tree_size: int
+    chains: ChainCheck = field(default_factory=ChainCheck)
     hasher: TreeHasher = field(default_factory=TreeHasher)
     root_at_size: bytes | None = None
     last_position: int = 0
@@ -241,23 +243,19 @@ class _Replay:
             raise AuditAbort(f"the feed's positions do not increase: {position!r} after {self.last_position}")
         if not isinstance(body, dict) or set(body) != BODY_FIELDS or not isinstance(body["data"], dict):
             raise AuditAbort(f"the body at position {position} does not have the fields {sorted(BODY_FIELDS)}")
+        claim_id, version, kind = body["claim_id"], body["version"], body["type"]
+        if not (isinstance(claim_id, str) and isinstance(kind, str) and type(version) is int):
+            raise AuditAbort(f"the body at position {position} does not have a text claim_id and type and an "
+                             "integer version")
         self.last_position = position
         self.events += 1
-        claim_id, version = body["claim_id"], body["version"]
         where = f"position {position} (claim {claim_id} version {version})"
         try:
             digest = hashlib.sha256(canonical_bytes(body)).hexdigest()
         except Exception as e:  # rfc8785 refuses values JSON allows (huge integers, NaN)
             raise AuditAbort(f"{where}: the body has no RFC 8785 encoding: {e}") from None
-        if digest != stated:
-            report.problem(f"{where}: the body hashes to {digest} but the feed gives its hash as {stated}")
-        fold = self.folds.get(claim_id)
-        last_version = 0 if fold is None else fold.version
-        last_hash = GENESIS_HASH if fold is None else fold.last_hash
-        if version != last_version + 1:
-            report.problem(f"{where}: follows version {last_version} of its claim; versions run 1, 2, 3, ...")
-        elif body["prev_hash"] != last_hash:
-            report.problem(f"{where}: prev_hash {body['prev_hash']} is not {last_hash}, the claim's previous hash")
+        for broken in self.chains.take(claim_id, version, kind, body["prev_hash"], stated, digest):
+            report.problem(f"{where}: {broken.detail}")
         if self.hasher.size < self.tree_size:
             try:
                 self.hasher.append(event_leaf_hash(stated))
@@ -265,6 +263,7 @@ class _Replay:
                 raise AuditAbort(f"{where}: the feed's hash {stated!r:.80} is not 64 hex digits") from None
             if self.hasher.size == self.tree_size:
                 self.root_at_size = self.hasher.root()
+        fold = self.folds.get(claim_id)
         if fold is None:
             fold = self.folds[claim_id] = ClaimFold()
         try:

@@ -12,21 +12,23 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import orjson
 
-from audit.merkle import EMPTY_ROOT, MerkleLog, TreeHasher, leaf_hash
-from domain.canonical import GENESIS_HASH, body_text, canonical_bytes
+from audit.chain import ChainCheck
+from domain.canonical import body_text, canonical_bytes
 from domain.claim import Claim
 from domain.errors import LedgerError
 from domain.ledger import Ledger, UndecodableEvent
-from projections.engine import MERKLE_TABLES, TRACKING_NAME, ProjectionEngine, Row, row_of
+from domain.merkle import EMPTY_ROOT, TreeHasher, leaf_hash
+from projections.engine import TRACKING_NAME, ProjectionEngine, Row, row_of
+from projections.merkle import MerkleLog
 from projections.tables import LIVE
-from service.runtime import Runtime
 from store.db import Cursor, ReadStore
 from store.log import LogScanner, scanning
+from store.settings import Database
 
 VERIFY_PREFIX = "vf_"
 SCAN_BATCH = 20_000
@@ -35,21 +37,30 @@ COMPARE_ATTEMPTS = 5
 MAX_FINDINGS = 1_000
 ROWS_SHOWN_PER_TABLE = 20
 
+
+
+class OpenLedger(Protocol):
+    """What verify reads: the event store, the read store and its engine (a process's Runtime)."""
+
+    @property
+    def database(self) -> Database: ...
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def store(self) -> ReadStore: ...
+    @property
+    def engine(self) -> ProjectionEngine: ...
+
+
 # (stage, done, total): stage is "hash chains" or "projections".
 Progress = Callable[[str, int, int], None]
-# A stored event as its table holds it: (position, claim id, version, topic, state).
-RawEvent = tuple[int, str, int, str, bytes]
-# Its stored fields, in LoggedEvent's order: (position, claim id, version, type,
-# recorded_at, prev_hash, hash, data_json). A tuple: the hot loop unpacks millions.
-Fields = tuple[int, str, int, str, str, str, str, str]
-Scan = Callable[[int, int], list[RawEvent]]
 
 
 @dataclass(frozen=True)
 class Finding:
     """One thing that does not hold, and where it is."""
 
-    check: str  # event-hash, chain, version, type, decode, encoding, merkle, projection
+    check: str  # a rule of audit.chain, or decode, encoding, merkle, projection
     detail: str
     claim_id: str | None = None
     version: int | None = None
@@ -126,7 +137,7 @@ class VerifyReport:
 
 
 def verify_store(
-    runtime: Runtime, progress: Progress | None = None, *, projections: bool = True
+    runtime: OpenLedger, progress: Progress | None = None, *, projections: bool = True
 ) -> VerifyReport:
     """Check the whole store; `projections=False` skips the (slower) rebuild comparison."""
     report = VerifyReport()
@@ -141,13 +152,10 @@ def verify_store(
     return report
 
 
-# -- Reading the event store ---------------------------------------------------------------
-
-
 # -- Check 1 and 2: hashes, chains, Merkle root ----------------------------------------------
 
 
-def _check_log(runtime: Runtime, report: VerifyReport, progress: Progress | None) -> None:
+def _check_log(runtime: OpenLedger, report: VerifyReport, progress: Progress | None) -> None:
     ledger = runtime.ledger
     merkle = MerkleLog(LIVE)
     # The projections' tree is read first: every event it holds is committed, so the scan
@@ -161,20 +169,18 @@ def _check_log(runtime: Runtime, report: VerifyReport, progress: Progress | None
             report.add(Finding("merkle", f"the projections' Merkle log cannot give its root: {e}"))
     report.merkle_checked_size = checked_size
     total = ledger.max_position()
-    chains: dict[str, tuple[int, str]] = {}
+    chains = ChainCheck()
+    take = chains.take
     hasher = TreeHasher()
     root_at_checked = EMPTY_ROOT if checked_size == 0 else None
     sha256 = hashlib.sha256
     after = 0
     decode = ledger.decode_stored
-    with scanning(ledger, snapshot=True) as scanner:
+    with scanning(ledger, runtime.database, snapshot=True) as scanner:
         while rows := scanner.raw(after, SCAN_BATCH):
             for raw in rows:
                 try:
-                    event = decode(*raw)
-                    position, claim_id, version, kind = event.position, event.claim_id, event.version, event.type
-                    recorded_at, prev_hash, stored = event.recorded_at, event.prev_hash, event.hash
-                    data_json = event.data_json
+                    position, claim_id, version, kind, recorded_at, prev_hash, stored, data_json = decode(*raw)
                 except UndecodableEvent as problem:
                     report.add(Finding("decode", f"the stored event cannot be read: {problem}",
                                        raw[1], raw[2], raw[0]))
@@ -182,19 +188,11 @@ def _check_log(runtime: Runtime, report: VerifyReport, progress: Progress | None
                 else:
                     text = body_text(claim_id=claim_id, version=version, type=kind, recorded_at=recorded_at,
                                      prev_hash=prev_hash, data_json=data_json)
-                    digest = sha256(text.encode()).hexdigest()
-                    last_version, last_hash = chains.get(claim_id, (0, GENESIS_HASH))
-                    if digest != stored or version != last_version + 1 or prev_hash != last_hash or (
-                        (version == 1) != (kind == "ClaimRegistered")
-                    ):
-                        _report_event(report, digest, last_version, last_hash, raw[0], claim_id, version, kind,
-                                      prev_hash, stored)
-                    chains[claim_id] = (version, stored)
+                    for broken in take(claim_id, version, kind, prev_hash, stored, sha256(text.encode()).hexdigest()):
+                        report.add(Finding(broken.rule, broken.detail, claim_id, version, position))
                     try:
                         hasher.append(sha256(b"\x00" + bytes.fromhex(stored)).digest())
-                    except ValueError:
-                        report.add(Finding("event-hash", f"the stored hash {stored!r:.80} is not 64 hex digits",
-                                           claim_id, version, position))
+                    except ValueError:  # not hex, so not its body's hash (reported above); the root will differ
                         hasher.append(leaf_hash(stored.encode()))
                 if hasher.size == checked_size:
                     root_at_checked = hasher.root()
@@ -203,7 +201,7 @@ def _check_log(runtime: Runtime, report: VerifyReport, progress: Progress | None
                 progress("hash chains", after, max(total, after))
     report.events = hasher.size
     report.store_position = after
-    report.claims = len(chains)
+    report.claims = chains.claims
     report.root_hash = hasher.root().hex()
     if root_at_checked is None:
         report.add(Finding(
@@ -219,30 +217,6 @@ def _check_log(runtime: Runtime, report: VerifyReport, progress: Progress | None
         ))
 
 
-def _report_event(
-    report: VerifyReport, digest: str, last_version: int, last_hash: str, position: int, claim_id: str,
-    version: int, kind: str, prev_hash: str, stored: str,
-) -> None:
-    """What is wrong with an event: its own hash, or its place in its claim's chain."""
-    if digest != stored:
-        report.add(Finding(
-            "event-hash", f"the stored event was changed after it was recorded: its fields hash to {digest} "
-            f"but it carries the hash {stored}", claim_id, version, position,
-        ))
-    if version != last_version + 1:
-        detail = (f"the claim's first event in the log is version {version}, not 1" if last_version == 0 else
-                  f"version {version} follows version {last_version} in the log; a claim's versions run 1, 2, 3, ...")
-        report.add(Finding("version", detail, claim_id, version, position))
-    elif prev_hash != last_hash:
-        expected = "64 zeros (it is the claim's first event)" if last_version == 0 else \
-            f"{last_hash}, the hash of version {last_version}"
-        report.add(Finding("chain", f"prev_hash is {prev_hash} but must be {expected}", claim_id, version, position))
-    if (version == 1) != (kind == "ClaimRegistered"):
-        detail = (f"a claim's first event is ClaimRegistered, not {kind}" if version == 1 else
-                  "ClaimRegistered after the claim's first event: a claim is registered once")
-        report.add(Finding("type", detail, claim_id, version, position))
-
-
 # -- Check 3: projections against a fresh rebuild --------------------------------------------
 
 
@@ -251,7 +225,6 @@ class _Table:
     base: str
     key: tuple[str, ...]
     columns: tuple[str, ...]
-    sqlite_only: bool = False
 
     def name(self, prefix: str) -> str:
         return f"{prefix}{self.base}"
@@ -273,14 +246,14 @@ TABLES = (
 JSON_COLUMNS = frozenset({"view", "item", "body"})
 
 
-def _check_projections(runtime: Runtime, report: VerifyReport, progress: Progress | None) -> None:
+def _check_projections(runtime: OpenLedger, report: VerifyReport, progress: Progress | None) -> None:
     store = runtime.store
     fresh = ProjectionEngine(runtime.ledger, store, prefix=VERIFY_PREFIX, batch_size=BUILD_BATCH, gap_wait=0.0)
     _drop(store, fresh)  # left by a verify that was killed
     fresh.ensure_tables()
     try:
         built = 0
-        with scanning(runtime.ledger, snapshot=False) as scanner:
+        with scanning(runtime.ledger, runtime.database, snapshot=False) as scanner:
             for _ in range(COMPARE_ATTEMPTS):
                 target = runtime.engine.position()
                 built = _build(runtime.ledger, fresh, scanner, built, target, report, progress)
@@ -288,8 +261,7 @@ def _check_projections(runtime: Runtime, report: VerifyReport, progress: Progres
                     if _position(cur, LIVE) != target:
                         continue  # the live engine moved on meanwhile: build up to it and look again
                     for table in TABLES:
-                        if not table.sqlite_only or cur.backend == "sqlite":
-                            _compare(cur, table, report)
+                        _compare(cur, table, report)
                 report.projected_position = target
                 report.projections_compared = True
                 return
@@ -304,8 +276,7 @@ def _check_projections(runtime: Runtime, report: VerifyReport, progress: Progres
 def _drop(store: ReadStore, engine: ProjectionEngine) -> None:
     with store.transaction() as cur:
         engine.tables.drop(cur)
-        for name in MERKLE_TABLES:
-            cur.execute(f"DROP TABLE IF EXISTS {engine.tables.prefix}{name}")
+        engine.merkle.drop_tables(cur)
 
 
 def _position(cur: Cursor, prefix: str) -> int:

@@ -6,13 +6,6 @@ import random
 import subprocess
 import time
 
-from audit.merkle import (
-    MerkleLog,
-    consistency_path,
-    inclusion_path,
-    verify_consistency,
-    verify_inclusion,
-)
 from bench.context import Context
 from bench.data import Dataset, size_label
 from bench.harness import (
@@ -34,6 +27,8 @@ from bench.harness import (
     tail,
 )
 from bench.load import closed_loop
+from domain.merkle import consistency_path, inclusion_path, verify_consistency, verify_inclusion
+from projections.merkle import MerkleLog
 from projections.tables import LIVE
 from store.db import ReadStore
 from store.settings import Database

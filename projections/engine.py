@@ -28,13 +28,15 @@ import orjson
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from audit.merkle import MerkleLog, MerkleTip
 from domain.errors import StoreUnavailable
 from domain.fold import ClaimFold
 from domain.ledger import Ledger, LoggedEvent
+from projections.merkle import MERKLE_TABLES, MerkleLog, MerkleTip
 from projections.tables import LIVE, REBUILD, RETIRED, Tables
 from store.db import Cursor, ReadStore
+from store.event_store import open_ledger
 from store.log import ClaimKey, LogScanner
+from store.settings import Database
 
 log = logging.getLogger("claims.projections")
 
@@ -47,9 +49,9 @@ MOVE_POSITION_SQL = (
     " RETURNING 1) SELECT 1 / (SELECT count(*)::int FROM moved)"
 )
 BULK_CACHE_KIB = -65_536  # SQLite page cache of a bulk load: 64 MiB, whatever the log's size
-# While following a stream of writes, a batch at most this often (seconds): see run().
-BATCH_INTERVAL = float(os.environ.get("LEDGER_PROJECTION_INTERVAL_MS", "25")) / 1000
-BATCH_SPACING = 2.0  # ... and by at least this many times the CPU the last batch took
+# While following a stream of writes, batches are spaced by LEDGER_PROJECTION_INTERVAL_MS and by
+# at least this many times the CPU the last batch took: see run().
+BATCH_SPACING = 2.0
 PARALLEL_FROM = 20_000  # events from which a rebuild folds claims in a second process
 Progress = Callable[[int, int], None]
 
@@ -137,7 +139,7 @@ Mark = TypeVar("Mark")
 @contextlib.contextmanager
 def _no_cycle_collection() -> Iterator[None]:
     """Pause the cycle collector: a bulk load makes millions of short-lived containers and
-    no cycles, and each collection would walk every object alive (a third of the time)."""
+    no cycles, and each collection would walk every object alive."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -219,7 +221,6 @@ class ProjectionEngine:
     def __init__(
         self, ledger: Ledger, store: ReadStore, *, prefix: str = LIVE, batch_size: int = 2000,
         gap_wait: float = 0.2, cache_size: int = 5_000, parallel_from: int = PARALLEL_FROM,
-        batch_interval: float = BATCH_INTERVAL,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -231,7 +232,8 @@ class ProjectionEngine:
         # passing it also covers a writer that does not take that lock.
         self.gap_wait = gap_wait
         self.cache_size = cache_size
-        self.batch_interval = batch_interval
+        # While following a stream of writes, a batch at most this often (seconds): see run().
+        self.batch_interval = store.database.settings.projection_interval_ms / 1000
         self.parallel_from = parallel_from
         self.helper_peak_rss_mib = 0.0  # peak RSS of the last bulk load's second process (0: none)
         self._folds: OrderedDict[str, ProjectedFold] = OrderedDict()
@@ -239,13 +241,11 @@ class ProjectionEngine:
         self._gaps_seen: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._position = 0
         # What the last batch committed: the position the next one starts after (None:
         # read it), and the Merkle log's tip there (position, generation, tip).
         self._start: int | None = None
         self._tip: tuple[int, int, MerkleTip] | None = None
-        self._scanner = LogScanner(ledger)
-        self.events_applied = 0
+        self._scanner = LogScanner(ledger, store.database)
 
     # Schema.
     def ensure_tables(self) -> None:
@@ -262,14 +262,7 @@ class ProjectionEngine:
     def position(self) -> int:
         """The last log position applied to the read models."""
         with self.store.reading() as cur:
-            row = cur.execute(
-                f"SELECT position FROM {self.tables.tracking} WHERE name = ?", (TRACKING_NAME,)
-            ).fetchone()
-        self._position = int(row[0]) if row else 0
-        return self._position
-
-    def lag(self) -> int:
-        return max(0, self.ledger.max_position() - self.position())
+            return self._tracking(cur, lock=False)[0]
 
     # Following the log.
     def catch_up(self, limit: int | None = None, progress: Progress | None = None) -> int:
@@ -295,7 +288,7 @@ class ProjectionEngine:
 
     def _expected(self) -> int:
         """Where the next batch starts: after what this engine committed last, if it knows."""
-        return self._start if self._start is not None else self._read_position()
+        return self._start if self._start is not None else self.position()
 
     def _batch_from(self, start: int) -> tuple[int, bool] | None:
         """A batch after `start`, the position this engine expects to find; None when it
@@ -361,9 +354,8 @@ class ProjectionEngine:
         self._start = self._tip = None
 
     def _committed(self, rows: list[Row], generation: int, tip: MerkleTip, waiting: bool) -> tuple[int, bool]:
-        self._start = self._position = rows[-1].position
+        self._start = rows[-1].position
         self._tip = (self._start, generation, tip)
-        self.events_applied += len(rows)
         return len(rows), waiting
 
     def bulk_load(self, progress: Progress | None = None) -> int:
@@ -456,7 +448,7 @@ class ProjectionEngine:
     def fold_claims(self, upto: int, on_page: Callable[[int], None] | None = None) -> int:
         """Pass 2: the log up to `upto`, claim by claim, folded into the claim and stance
         tables. Returns the number of events folded."""
-        scanner = LogScanner(self.ledger)
+        scanner = LogScanner(self.ledger, self.store.database)
 
         def claim_pages(after: ClaimKey | None) -> tuple[list[LoggedEvent], ClaimKey | None] | None:
             events, after = scanner.by_claim(after, upto, self.batch_size)
@@ -493,10 +485,6 @@ class ProjectionEngine:
         cur.copy_rows(self.tables.stances, STANCE_COLUMNS, [
             row for c, v in views for row in _stance_rows(c.claim_id, v, c.reg_position)
         ])
-
-    def _read_position(self) -> int:
-        with self.store.reading() as cur:
-            return self._tracking(cur, lock=False)[0]
 
     def _tracking(self, cur: Cursor, *, lock: bool) -> tuple[int, int]:
         suffix = " FOR UPDATE" if lock and cur.backend == "postgres" else ""
@@ -665,7 +653,7 @@ class ProjectionEngine:
     # Running.
     def run(self, stop: threading.Event, poll_interval: float = 0.5) -> None:
         """Follow the log until `stop` is set, surviving database outages."""
-        waker = _Waker(self.ledger) if self.store.backend == "postgres" else None
+        waker = _Waker(self.ledger, self.store.database) if self.store.backend == "postgres" else None
         began = -math.inf  # when the last batch that applied events (and left none behind) began
         spacing = self.batch_interval
         try:
@@ -733,10 +721,10 @@ class ProjectionEngine:
         retired = Tables(RETIRED)
         try:
             with self.store.transaction() as cur:
-                generation = self._current_generation(cur) + 1
+                generation = self._tracking(cur, lock=False)[1] + 1
                 for prefix in (REBUILD, RETIRED):  # left by a rebuild that was stopped
                     Tables(prefix).drop(cur)
-                    _drop_merkle(cur, prefix)
+                    MerkleLog(prefix).drop_tables(cur)
                 fresh.tables.create(cur, generation=generation, indexes=False)
                 fresh.merkle.create_tables(cur)
                 cur.execute(
@@ -775,12 +763,6 @@ class ProjectionEngine:
         self._folds.clear()
         return applied
 
-    def _current_generation(self, cur: Cursor) -> int:
-        row = cur.execute(
-            f"SELECT generation FROM {self.tables.tracking} WHERE name = ?", (TRACKING_NAME,)
-        ).fetchone()
-        return int(row[0]) if row else 0
-
 
 def _report(progress: Progress | None, logged: int, folded: int, upto: int) -> None:
     """Progress of a bulk load, in events: each pass is half the work."""
@@ -801,7 +783,7 @@ class _ClaimFolder:
         self._process = subprocess.Popen(  # noqa: S603 (this interpreter, our module, our arguments)
             [sys.executable, "-m", "projections.engine", "fold-claims", engine.tables.prefix, str(upto),
              str(engine.batch_size)],
-            env={**os.environ, "LEDGER_DATABASE_URL": engine.ledger.database.url},
+            env={**os.environ, "LEDGER_DATABASE_URL": engine.store.database.url},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self._stderr: list[str] = []
@@ -863,14 +845,13 @@ class _ClaimFolder:
 
 def _fold_claims_main(argv: list[str]) -> int:
     """The second process of a bulk load: ``fold-claims PREFIX UPTO BATCH_SIZE``."""
-    from store.settings import Database
-
     if len(argv) != 4 or argv[0] != "fold-claims":
         print("usage: python -m projections.engine fold-claims PREFIX UPTO BATCH_SIZE", file=sys.stderr)
         return 2
     prefix, upto, batch_size = argv[1], int(argv[2]), int(argv[3])
-    ledger = Ledger(Database.from_url())
-    store = ReadStore(ledger.database, pool_size=2)
+    database = Database.from_url()
+    ledger = open_ledger(database)
+    store = ReadStore(database, pool_size=2)
     try:
         engine = ProjectionEngine(ledger, store, prefix=prefix, batch_size=batch_size)
         with _no_cycle_collection():  # no bigger page cache: this process builds no index
@@ -887,15 +868,13 @@ def _fold_claims_main(argv: list[str]) -> int:
 class _Waker:
     """Wakes the engine on PostgreSQL NOTIFY; a timeout keeps polling as the fallback."""
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    def __init__(self, ledger: Ledger, database: Database) -> None:
+        self.database = database
         self.conn: Any = None
         self.channel = getattr(ledger.recorder, "channel_name", "ledger_events")
 
     def _connect(self) -> None:
-        import psycopg
-
-        self.conn = psycopg.connect(**ledger_connect_kwargs(self.ledger), autocommit=True)  # type: ignore[arg-type]
+        self.conn = psycopg.connect(**self.database.connect_kwargs(), autocommit=True)  # type: ignore[arg-type]
         self.conn.execute(f'LISTEN "{self.channel}"')
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
@@ -914,18 +893,6 @@ class _Waker:
                 self.conn.close()
             finally:
                 self.conn = None
-
-
-MERKLE_TABLES = ("merkle_leaves", "merkle_nodes")
-
-
-def _drop_merkle(cur: Cursor, prefix: str) -> None:
-    for name in MERKLE_TABLES:
-        cur.execute(f"DROP TABLE IF EXISTS {prefix}{name}")
-
-
-def ledger_connect_kwargs(ledger: Ledger) -> dict[str, object]:
-    return ledger.database.connect_kwargs()
 
 
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:

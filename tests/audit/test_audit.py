@@ -24,11 +24,12 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit.merkle import event_leaf_hash, verify_inclusion
 from audit.remote import AuditReport, audit_ledger
 from audit.signing import public_key_hex, verify_checkpoint
-from domain import Ledger
+from domain.merkle import event_leaf_hash, verify_consistency, verify_inclusion
+from projections.merkle import MerkleLog
 from service.runtime import Runtime
+from store.event_store import open_ledger
 from store.settings import Database
 from tests.conftest import drop_schema, new_database_url
 from tests.story import CLAIM_KEY, ELTON, PESKOV, STATEMENT, elton_asserts, peskov_denies
@@ -114,7 +115,7 @@ def start_server(database_url: str, workdir: Path) -> Server:
 
 def seed(database_url: str) -> None:
     """Six events: the seed story on one claim, interleaved with a second claim."""
-    ledger = Ledger(Database.from_url(database_url))
+    ledger = open_ledger(Database.from_url(database_url))
     try:
         ledger.register_claim(STATEMENT, key=CLAIM_KEY, subjects=["Vladimir Putin", "Elton John"])
         ledger.assert_claim(CLAIM_KEY, **elton_asserts())
@@ -128,7 +129,7 @@ def seed(database_url: str) -> None:
 
 def record_more(database_url: str, count: int, prefix: str = "more") -> None:
     """`count` new events: claims registered later, as the ledger goes on growing."""
-    ledger = Ledger(Database.from_url(database_url))
+    ledger = open_ledger(Database.from_url(database_url))
     try:
         for i in range(count):
             ledger.register_claim(f"Dmitry Peskov commented on the call, part {i}", key=f"{prefix}-{i}")
@@ -236,8 +237,6 @@ def test_bad_sizes_and_unknown_positions_are_answered_as_problem_documents(
 
 
 def test_consistency_proofs_between_any_two_sizes_verify(shared: Server) -> None:
-    from audit.merkle import MerkleLog, verify_consistency
-
     rt = Runtime.open(shared.database_url)
     try:
         with rt.store.reading() as cur:
@@ -391,7 +390,7 @@ def test_served_claims_and_feed_items_that_differ_from_the_fold_of_the_feed_are_
     report = server.audit(tmp_path / "checkpoint.json")
     found = problems_of(report)
     assert f'claim {first} ({CLAIM_KEY}): the server serves status = "asserted", the feed folds to "denied"' in found
-    assert f"position 5 (claim {second} version 2): the body hashes to" in found
+    assert f"position 5 (claim {second} version 2): the event was changed after it was recorded" in found
     assert not (tmp_path / "checkpoint.json").exists()
 
 

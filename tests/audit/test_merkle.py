@@ -7,10 +7,10 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from audit.merkle import (
+from domain import Ledger
+from domain.errors import InvalidInput
+from domain.merkle import (
     EMPTY_ROOT,
-    MerkleLog,
-    MerkleLogDamaged,
     TreeHasher,
     consistency_path,
     event_leaf_hash,
@@ -21,8 +21,7 @@ from audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from domain import Ledger
-from domain.errors import InvalidInput
+from projections.merkle import MerkleLog, MerkleLogDamaged
 from store.db import ReadStore
 from store.settings import Database
 
@@ -561,7 +560,7 @@ def test_the_log_of_a_real_ledger_feed_has_the_root_of_its_event_hashes(
                       party={"id": "dmitry-peskov", "name": "Dmitry Peskov"},
                       on_behalf_of={"id": "vladimir-putin", "name": "Vladimir Putin"},
                       said_at="2015-09-15", source={"outlet": "TASS"})
-    feed = [(position, event.hash) for position, event in ledger.all_events()]
+    feed = [(event.position, event.hash) for event in ledger.read_log(0, 10)]
     store = ReadStore(Database.from_url(database_url))
     try:
         log = MerkleLog()

@@ -16,7 +16,7 @@ import cli.audit  # noqa: F401 - registers the commands
 from audit.verify import TABLES, VERIFY_PREFIX, Finding, VerifyReport, verify_store
 from cli.main import app
 from domain.canonical import body_text
-from projections.engine import MERKLE_TABLES
+from projections.merkle import MERKLE_TABLES
 from projections.tables import BASES
 from service.runtime import Runtime
 from tests.story import CLAIM_KEY, ELTON, PESKOV, STATEMENT, elton_asserts, peskov_denies
@@ -51,7 +51,7 @@ def claim_id(rt: Runtime, key: str = CLAIM_KEY) -> str:
 
 def execute_on_store(rt: Runtime, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Run SQL on the event store's own table (`{events}` in `sql` names it), committed at once."""
-    database = rt.ledger.database
+    database = rt.database
     table = rt.ledger.recorder.events_table_name  # type: ignore[attr-defined]
     if database.backend == "sqlite":
         with sqlite3.connect(database.path) as conn:
@@ -64,7 +64,7 @@ def execute_on_store(rt: Runtime, sql: str, params: tuple[Any, ...] = ()) -> lis
 def stored_id(rt: Runtime, claim: str) -> Any:
     """The claim id as the store's table holds it (hex text on SQLite, uuid on PostgreSQL)."""
     uuid = rt.ledger.resolve(claim)
-    return uuid.hex if rt.ledger.database.backend == "sqlite" else uuid
+    return uuid.hex if rt.database.backend == "sqlite" else uuid
 
 
 def rewrite_state(rt: Runtime, claim: str, version: int, change: Callable[[dict[str, Any]], None]) -> None:

@@ -1,7 +1,7 @@
 """Tampering with the database under a running server is caught by `claims verify` and `claims audit`.
 
-tests/test_verify.py checks `verify_store` in-process and tests/test_audit.py audits a
-SQLite server in-process; here both commands run as their own processes against a
+tests/audit/test_verify.py checks `verify_store` in-process and tests/audit/test_audit.py
+audits a SQLite server in-process; here both commands run as their own processes against a
 server that keeps serving (and being written to) while its database is changed behind
 its back, on both backends.
 """
@@ -153,7 +153,7 @@ def test_a_projection_row_edited_under_a_running_server_fails_both_verify_and_au
 
     audited = server.claims(*args)
     assert audited.returncode == 1, audited.stdout + audited.stderr
-    assert f"position {DENIAL_VERSION}" in audited.stdout and "the body hashes to" in audited.stdout
+    assert f"position {DENIAL_VERSION}" in audited.stdout and "the event was changed after it was recorded" in audited.stdout
     verified = server.claims("verify")
     assert verified.returncode == 1, verified.stdout + verified.stderr
     assert "[projection]" in verified.stdout and "rm_history" in verified.stdout
