@@ -27,17 +27,18 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
-from api.auth import TokenStore
-from api.idempotency import IdempotencyStore
 from api.lookups import Lookups
 from api.metrics import ApiMetrics
 from api.routes import acts, audit, claims, events, health, parties
 from api.routes.deps import ApiSettings, Services, read_access
-from api.routes.fast import FastLane
+from api.routes.fast import FastLane, lanes_of
 from api.schemas import ProblemDetail
 from service.forward import WriterHost, WriterLink
 from service.runtime import Runtime
 from service.writer import GroupWriter
+from store.idempotency import IdempotencyStore
+from store.settings import get_settings
+from store.tokens import TokenStore
 
 log = logging.getLogger("claims.api")
 
@@ -89,13 +90,16 @@ def close_services(services: Services, *, owns_runtime: bool) -> None:
 def create_app(
     runtime: Runtime | None = None, *, url: str | None = None, run_projections: bool = True,
     settings: ApiSettings | None = None, writer_socket: str | None = None, hosts_writer: bool = False,
+    fast_lane: bool = True,
 ) -> FastAPI:
     """The API on `runtime`, or on a Runtime it opens on `url` (default LEDGER_DATABASE_URL).
 
     With `writer_socket` (`claims serve --workers N`), the worker that `hosts_writer` serves
-    its group writer there and the others send it their writes (api/forward.py).
+    its group writer there and the others send it their writes (service/forward.py).
+    Without `fast_lane`, every request goes through FastAPI (routes/fast.py), with the same
+    answers; the fast handlers' declarations are checked either way.
     """
-    settings = settings or ApiSettings.from_env()
+    settings = settings or ApiSettings.from_settings(get_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,8 +134,9 @@ def create_app(
     problems.install(app)
     for module in (claims, acts, parties, events, audit, health):
         app.include_router(module.router)
+    lanes = lanes_of(app.routes)  # raises when a fast handler misses an input of its route
     app.front = RequestContext(BodyGuard(
-        FastLane(app.behind, api=app, routes=[*claims.router.routes, *acts.router.routes]),
+        FastLane(app.behind, api=app, lanes=lanes) if fast_lane else app.behind,
         max_bytes=settings.max_body_bytes,
     ))
     app.openapi = lambda: openapi(app, reads_open=not settings.read_tokens_required)  # type: ignore[method-assign]
@@ -144,8 +149,8 @@ class LedgerAPI(FastAPI):
     Every HTTP request meets request ids and metrics (RequestContext), then the body checks
     (BodyGuard), then the fast lane (routes/fast.py); what the lane does not answer goes on
     to FastAPI as usual (`behind`: its error middleware, its telemetry, the router). A
-    request the lane answers skips those layers (about 5% of an API worker's CPU per write
-    under load); the answers are the same either way.
+    request the lane answers skips those layers (a measurable share of an API worker's CPU per
+    write under load); the answers are the same either way.
     """
 
     front: ASGIApp | None = None

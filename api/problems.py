@@ -25,12 +25,14 @@ from domain.errors import (
     StoreUnavailable,
     VersionMismatch,
 )
+from store.tokens import InvalidToken, MissingToken, RoleTooLow
 
 log = logging.getLogger("claims.api")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:claims-ledger:problem:"
 RETRY_AFTER_SECONDS = 2
+BEARER_CHALLENGE = 'Bearer realm="claims-ledger"'
 
 Json = dict[str, Any]
 
@@ -40,6 +42,9 @@ STATUS_OF: list[tuple[type[LedgerError], int]] = [
     (RuleViolation, 409),
     (VersionMismatch, 412),
     (StoreUnavailable, 503),
+    (MissingToken, 401),
+    (InvalidToken, 401),
+    (RoleTooLow, 403),
 ]
 
 
@@ -48,7 +53,7 @@ class ProblemResponse(JSONResponse):
 
 
 class Problem(Exception):
-    """An HTTP error raised by the API itself (auth, preconditions, body checks)."""
+    """An HTTP error raised by the API itself (preconditions, Idempotency-Key, body checks)."""
 
     def __init__(
         self, status: int, detail: str, *, code: str | None = None, title: str | None = None,
@@ -61,16 +66,6 @@ class Problem(Exception):
         self.title = title or http.HTTPStatus(status).phrase
         self.headers = dict(headers or {})
         self.extra = extra or {}
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Problems cross processes (a refused write forwarded to the writer host, api/forward.py).
-        return _problem, (self.status, self.detail, self.code, self.title, self.headers, self.extra)
-
-
-def _problem(
-    status: int, detail: str, code: str | None, title: str, headers: dict[str, str], extra: Json,
-) -> Problem:
-    return Problem(status, detail, code=code, title=title, headers=headers, extra=extra)
 
 
 def problem_body(
@@ -146,6 +141,10 @@ async def on_ledger_error(request: Request, exc: Exception) -> ProblemResponse:
     extra: Json = {}
     if isinstance(exc, StoreUnavailable):
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if isinstance(exc, MissingToken):
+        headers["WWW-Authenticate"] = BEARER_CHALLENGE
+    if isinstance(exc, InvalidToken):
+        headers["WWW-Authenticate"] = f'{BEARER_CHALLENGE}, error="invalid_token"'
     if isinstance(exc, VersionMismatch):
         extra = {"expected_version": exc.expected, "current_version": exc.actual}
         headers["ETag"] = f'"{exc.actual}"'

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (DESIGN §5), so /openapi.json is exact.
+"""Request and response bodies of the HTTP API, so /openapi.json is exact.
 
 Request models forbid unknown fields. Their constraints mirror domain/values.py for the
 documentation; the domain still validates every value (a date must be a real date, text
@@ -207,7 +207,7 @@ class PartyView(BaseModel):
 class FeedItem(BaseModel):
     position: int
     hash: str = Field(description="sha256 of the RFC 8785 canonical JSON of `body`.")
-    body: dict[str, Any] = Field(description="The event body exactly as hashed (DESIGN §4).")
+    body: dict[str, Any] = Field(description="The event body exactly as hashed (docs/auditing.md).")
 
 
 class FeedPage(BaseModel):

@@ -36,17 +36,15 @@ STOP_TIMEOUT_SECONDS = 15.0
 # The cyclic garbage collector's thresholds in a serving process (Python's are 700, 10, 10).
 # A writer caches claims and the engine their folds: objects that live on. With Python's
 # thresholds, while those caches filled a full collection ran every few seconds and walked
-# them all: under 32 clients on PostgreSQL, 9 full collections in ~25 s took 1.9 s, the
-# longest 337 ms (the p99 write latency, ~300 ms). With these: ~0.5 s, the longest ~40-120 ms,
-# p99 ~80 ms, 5-15% more writes/s. Garbage without cycles is freed at once either way.
+# them all, and those pauses were the p99 write latency (docs/performance.md has the runs).
+# Garbage without cycles is freed at once either way.
 GC_THRESHOLDS = (20_000, 10, 100)
 
 # How long a thread that wants the interpreter lock waits before it asks the running one to
 # let go (Python's default: 5 ms). The group writer shares its process with the event loop,
 # and comes back from each round trip to the database wanting the lock while the loop runs
-# Python: each such wait stretched the serial commit cycle every request waits for. 32
-# clients, --workers 2, PostgreSQL, alternating runs: 0.5 ms gave more writes/s than 5 ms in
-# 5 pairs of 5 (+3-11%), and than 1 ms and 0.2 ms in 2 of 2.
+# Python: each such wait stretched the serial commit cycle every request waits for. 0.5 ms
+# beat 5, 1 and 0.2 ms in alternating runs (docs/performance.md).
 SWITCH_INTERVAL_SECONDS = 0.0005
 
 
@@ -179,9 +177,9 @@ def _listen(host: str, port: int) -> socket.socket:
 def prepare_database() -> None:
     """Make every table once, before the processes that share them start: on PostgreSQL,
     CREATE TABLE IF NOT EXISTS run by several processes at the same moment can fail."""
-    from api.auth import TokenStore
-    from api.idempotency import IdempotencyStore
     from service.runtime import Runtime
+    from store.idempotency import IdempotencyStore
+    from store.tokens import TokenStore
 
     runtime = Runtime.open(pool_size=1)
     try:
@@ -207,7 +205,7 @@ def supervise(database: Database, host: str, port: int, workers: int, log_level:
     metrics_dir = tempfile.mkdtemp(prefix="claims-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # Worker 1 serves its group writer to the others on a socket only this user can open
-    # (mkdtemp makes the directory 0700): see api/forward.py.
+    # (mkdtemp makes the directory 0700): see service/forward.py.
     writer_dir = tempfile.mkdtemp(prefix="claims-writer-")
     writer_socket = os.path.join(writer_dir, "writer.sock")
     context = multiprocessing.get_context("spawn")

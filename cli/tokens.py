@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 
-from api.auth import Role, TokenStore
 from cli.main import app
 from domain.errors import InvalidInput, StoreUnavailable
 from store.db import ReadStore
 from store.settings import Database
+from store.tokens import Role, TokenStore
 
 tokens_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help=True)
 app.add_typer(tokens_app, name="token")

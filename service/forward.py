@@ -2,7 +2,7 @@
 
 With a writer in each worker, each batch held a share of the writes, and every writer read
 and folded the others' events to keep its claim cache true, or met a conflict and read a
-claim again: on two cores, two workers spent ~60% more CPU per write than one process.
+claim again: two workers spent much more CPU per write than one process (docs/performance.md).
 So worker 1 (the host) serves its writer on a Unix socket and the other workers send it
 their commands: batches as large as one process's, no cache following the others.
 
@@ -31,11 +31,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from api.auth import Credential
 from domain.commands import Command
 from domain.errors import StoreUnavailable
 from domain.ledger import Outcome
 from service.writer import GroupWriter, LoopReply, maybe_recorded
+from store.tokens import Credential
 
 log = logging.getLogger("claims.service.forward")
 

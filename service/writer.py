@@ -5,9 +5,10 @@ queued (up to `max_batch`), runs it through `Ledger.execute` in one transaction 
 commands see earlier ones, a broken rule fails only its own command — and answers each
 future with its own outcome after the commit. Nothing is acknowledged before commit.
 
-A command may come with its caller's credential (api/auth.py): the writer's `gate` checks
-the batch's credentials in one statement before applying it, and a refused command is
-answered with its refusal and never applied (the others see nothing of it).
+A command may come with its caller's credential (store/tokens.py): the writer's `gate`
+checks the batch's credentials in one statement before applying it (`TokenStore.check`,
+by the same rule as every other token check), and a refused command is answered with its
+refusal and never applied (the others see nothing of it).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from api.auth import Credential
 from domain.commands import Command
 from domain.errors import StoreUnavailable
 from domain.ledger import Ledger, Outcome
+from store.tokens import Credential
 
 log = logging.getLogger("claims.service.writer")
 
@@ -92,7 +93,7 @@ class GroupWriter:
         return outcome.unwrap()
 
     def submit_reply(self, command: Command, reply: Reply, credential: Credential | None = None) -> None:
-        """Queue a command whose outcome (not raised) goes to `reply` (api/forward.py)."""
+        """Queue a command whose outcome (not raised) goes to `reply` (service/forward.py)."""
         self._put(command, reply, credential)
 
     def _put(self, command: Command, reply: Reply, credential: Credential | None) -> None:

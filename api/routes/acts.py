@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
-from api.auth import Credential, Principal, Role, require_role
+from api.auth import credential_of
 from api.problems import problem_responses
 from api.routes.deps import (
     ClaimRef,
     IdempotencyKey,
     IfMatch,
     Services,
-    credential_of,
+    bearer,
     expected_version,
     idempotent_write,
     principal_of,
     require,
     services_of,
 )
-from api.routes.fast import FastHandler, claim_ref, fast_path, json_body, json_response
+from api.routes.fast import Endpoint, claim_ref, fast_path, json_body, json_response
 from api.schemas import ActWritten, RetractionBody, StanceBody, VoidBody
 from domain.commands import RecordAct
 from domain.ledger import Outcome
+from store.tokens import Credential, Principal, Role
 
 router = APIRouter(prefix="/v1/claims/{id}", tags=["acts"])
 
@@ -87,33 +89,35 @@ async def record_act(
     return result
 
 
-def fast_act(op: str, body_model: type[BaseModel], role: Role) -> FastHandler:
-    """The route without Idempotency-Key and If-Match, for a valid body (see routes/fast.py)."""
+def fast_act(op: str, body_model: type[BaseModel], role: Role) -> Callable[[Endpoint], Endpoint]:
+    """The route's `@fast_path` (see routes/fast.py): its handler takes a valid body and
+    leaves Idempotency-Key and If-Match to the route."""
 
     async def handler(request: Request) -> Response | None:
-        if "idempotency-key" in request.headers or "if-match" in request.headers:
-            return None
         ref = claim_ref(request)
         body = None if ref is None else await json_body(request, body_model)
         if ref is None or body is None:
             return None
         # The token is checked by the group writer, with the rest of its batch, before the
         # act is applied: 401 and 403 still come before any other refusal of a valid body.
-        credential = credential_of(request, role)
+        credential = credential_of(request.headers.get("authorization"), role)
         try:
             command = RecordAct.build(op, ref, body.model_dump(mode="json", exclude_unset=True))
         except Exception:
-            require_role(await principal_of(request), role)  # as the route's own dependency would
+            await principal_of(request, role)  # raises as the route's own dependency would
             raise
         status, result = await record_now(services_of(request), command, credential)
         return json_response(result, status)
 
-    return handler
+    return fast_path(
+        handler, path=("id",), body=("body",), headers=("authorization", "content-type"),
+        dependencies=(require(role), bearer), passes_headers=("idempotency-key", "if-match"),
+    )
 
 
 @router.post("/assertions", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Record that a party asserts the claim")
-@fast_path(fast_act("assert", StanceBody, Role.RECORDER))
+@fast_act("assert", StanceBody, Role.RECORDER)
 async def assert_claim(
     id: ClaimRef, body: StanceBody, request: Request, response: Response,
     principal: Recorder, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
@@ -123,7 +127,7 @@ async def assert_claim(
 
 @router.post("/denials", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Record that a party denies the claim")
-@fast_path(fast_act("deny", StanceBody, Role.RECORDER))
+@fast_act("deny", StanceBody, Role.RECORDER)
 async def deny_claim(
     id: ClaimRef, body: StanceBody, request: Request, response: Response,
     principal: Recorder, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
@@ -133,7 +137,7 @@ async def deny_claim(
 
 @router.post("/retractions", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Record that a party withdraws an assertion or denial")
-@fast_path(fast_act("retract", RetractionBody, Role.RECORDER))
+@fast_act("retract", RetractionBody, Role.RECORDER)
 async def retract_act(
     id: ClaimRef, body: RetractionBody, request: Request, response: Response,
     principal: Recorder, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
@@ -143,7 +147,7 @@ async def retract_act(
 
 @router.post("/voids", status_code=201, response_model=ActWritten, responses=RESPONSES,
              summary="Void an act recorded in error (the party never said it)")
-@fast_path(fast_act("void", VoidBody, Role.EDITOR))
+@fast_act("void", VoidBody, Role.EDITOR)
 async def void_act(
     id: ClaimRef, body: VoidBody, request: Request, response: Response,
     principal: Editor, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,

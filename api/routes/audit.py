@@ -1,4 +1,4 @@
-"""Tamper evidence over HTTP (DESIGN §4): signed checkpoints of the Merkle log, RFC 9162 proofs, the key.
+"""Tamper evidence over HTTP (docs/auditing.md): signed checkpoints of the Merkle log, RFC 9162 proofs, the key.
 
 Everything is answered from the projections' Merkle log in one read snapshot, so a
 checkpoint's size and root, or a proof's hashes, always belong to the same tree.
@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from api.auth import Role
 from api.problems import problem_responses
 from api.routes.deps import Services, ServicesDep, consistent_read, require
 from audit.signing import key_path, load_or_create_key, public_key_hex, sign_checkpoint
 from domain.errors import InvalidInput, NotFound
 from domain.values import format_instant
+from store.tokens import Role
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -28,7 +28,7 @@ HEX_HASH = r"^[0-9a-f]{64}$"
 
 
 class Checkpoint(BaseModel):
-    """A signed statement of the tree of the first `tree_size` events (DESIGN §4)."""
+    """A signed statement of the tree of the first `tree_size` events."""
 
     tree_size: int = Field(ge=0, description="Events in the tree: the first tree_size events of the feed.")
     root_hash: str = Field(pattern=HEX_HASH, description="RFC 9162 root hash of that tree, hex.")

@@ -10,13 +10,13 @@ import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from api.auth import Principal, Role
 from api.problems import problem_responses
 from api.routes.deps import (
     ClaimRef,
     IdempotencyKey,
     Services,
     ServicesDep,
+    bearer,
     consistent_read,
     idempotent_write,
     read_access,
@@ -30,6 +30,7 @@ from domain.errors import UnknownClaim
 from domain.fold import ClaimStatus
 from domain.ledger import Outcome
 from domain.values import parse_as_of
+from store.tokens import Principal, Role
 
 router = APIRouter(prefix="/v1/claims", tags=["claims"])
 
@@ -185,9 +186,10 @@ async def current_claim(svc: Services, ref: str, if_none_match: str | None) -> R
 
 
 async def fast_get_claim(request: Request) -> Response | None:
-    """The route without query parameters, for a known claim (see routes/fast.py)."""
+    """The route for a known claim as it is now (see routes/fast.py): the lane leaves every
+    query parameter (min_position and time travel) to the route."""
     ref = claim_ref(request)
-    if ref is None or request.scope.get("query_string"):
+    if ref is None:
         return None
     await read_access(request)  # raises as the route's own dependency does
     return await current_claim(services_of(request), ref, request.headers.get("if-none-match"))
@@ -198,7 +200,11 @@ async def fast_get_claim(request: Request) -> Response | None:
     dependencies=[Depends(read_access), Depends(consistent_read)],
     responses={304: {"description": "If-None-Match named the current ETag."}, **READ_PROBLEMS},
 )
-@fast_path(fast_get_claim)
+@fast_path(
+    fast_get_claim, path=("id",), headers=("authorization", "if-none-match"),
+    dependencies=(read_access, bearer, consistent_read, time_travel),
+    passes_query=("min_position", "version", "recorded_as_of", "said_as_of"),
+)
 async def get_claim(id: ClaimRef, request: Request, response: Response, travel: TimeTravelDep) -> Any:
     svc = services_of(request)
     if travel.now:

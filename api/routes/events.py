@@ -1,4 +1,4 @@
-"""The global event feed, in log order, for auditors (DESIGN §4 bodies and hashes)."""
+"""The global event feed, in log order, for auditors (bodies and hashes as docs/auditing.md defines them)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api.auth import Role
 from api.problems import problem_responses
 from api.routes.deps import ServicesDep, consistent_read, require
 from api.schemas import FeedPage
 from projections.queries import ReadModels
+from store.tokens import Role
 
 router = APIRouter(prefix="/v1/events", tags=["audit"])
 

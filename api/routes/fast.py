@@ -3,25 +3,34 @@
 Most of the CPU a request costs is spent by FastAPI itself: routing (each router tried in
 turn), a stack of middleware, and solving the route's dependencies and parameters, each
 examined afresh on every request. An endpoint may carry a fast handler
-(`@fast_path(handler)`) for its common, well-formed case. `FastLane`, the innermost of the
-ledger's own middleware (after the request id, metrics and body checks, all in front of
-FastAPI's stack: api/app.py `LedgerAPI`), sends a request for such a route straight to
+(`@fast_path(handler, ...)`) for its common, well-formed case. `FastLane`, the innermost of
+the ledger's own middleware (after the request id, metrics and body checks, all in front
+of FastAPI's stack: api/app.py `LedgerAPI`), sends a request for such a route straight to
 that handler, which reads what it needs from the request and answers, or returns None,
 and the app answers as it always did: every error, every rare header or parameter goes
-through FastAPI. Errors a fast handler raises are answered
-by the app's own exception handlers, and a fast handler shares its work with the
-ordinary endpoint (`record_now`, `current_claim`), so the two cannot drift apart.
+through FastAPI. Errors a fast handler raises are answered by the app's own exception
+handlers, and a fast handler shares its work with the ordinary endpoint (`record_now`,
+`current_claim`), so the two cannot drift apart.
+
+A fast handler declares every input of its route; the app does not start when one is
+missing (`lanes_of`), so a parameter, header or dependency added to a route later cannot
+be skipped by its fast handler unnoticed. The check runs once, at start-up; per request the
+lane only looks for what the handler leaves to FastAPI.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+import re
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI, Request, Response
-from fastapi.routing import APIRoute
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, ValidationError
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,47 +41,151 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 MAX_REF = 200  # as ClaimRef's max_length
 
 
-def fast_path(handler: FastHandler) -> Callable[[Endpoint], Endpoint]:
-    """Give an endpoint a fast handler (put this below the route decorator)."""
+@dataclass(frozen=True)
+class FastPath:
+    """A fast handler and what it declares of its route's inputs (see `fast_path`)."""
+
+    handler: FastHandler
+    path: tuple[str, ...] = ()
+    query: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    body: tuple[str, ...] = ()
+    dependencies: tuple[Callable[..., Any], ...] = ()
+    passes_query: tuple[str, ...] = ()
+    passes_headers: tuple[str, ...] = ()
+
+
+def fast_path(
+    handler: FastHandler, *, path: Sequence[str] = (), query: Sequence[str] = (), headers: Sequence[str] = (),
+    body: Sequence[str] = (), dependencies: Sequence[Callable[..., Any]] = (),
+    passes_query: Sequence[str] = (), passes_headers: Sequence[str] = (),
+) -> Callable[[Endpoint], Endpoint]:
+    """Give an endpoint a fast handler (put this below the route decorator).
+
+    The handler declares every input of its route, dependencies' inputs included: those it
+    handles (`path`, `query`, `headers`, `body` by parameter name; `dependencies` whose
+    work it does), and the query parameters and headers it leaves to FastAPI
+    (`passes_query`, `passes_headers`): a request that carries one of those, or any query
+    parameter not in `query`, goes to FastAPI. The app refuses to start when a route has
+    an input its fast handler does not declare (`lanes_of`).
+    """
+    declared = FastPath(
+        handler, path=tuple(path), query=tuple(query), headers=tuple(h.lower() for h in headers), body=tuple(body),
+        dependencies=tuple(dependencies), passes_query=tuple(passes_query),
+        passes_headers=tuple(h.lower() for h in passes_headers),
+    )
 
     def mark(endpoint: Endpoint) -> Endpoint:
-        endpoint.fast_handler = handler  # type: ignore[attr-defined]
+        endpoint.fast_path = declared  # type: ignore[attr-defined]
         return endpoint
 
     return mark
 
 
+class UndeclaredInput(RuntimeError):
+    """A route has an input its fast handler does not declare: the app does not start."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """A route's fast handler, with what sends a request past it, worked out at start-up."""
+
+    route: APIRoute
+    path_regex: re.Pattern[str]
+    methods: frozenset[str]
+    handler: FastHandler
+    query: frozenset[str]
+    passes_headers: frozenset[bytes]
+
+    def takes(self, scope: Scope) -> bool:
+        """Whether the request carries nothing the handler leaves to FastAPI."""
+        query_string: bytes = scope["query_string"]
+        if query_string and not (self.query and self._handles_query(query_string)):
+            return False
+        if self.passes_headers:
+            for name, _ in scope["headers"]:  # ASGI servers give header names in lower case
+                if name in self.passes_headers:
+                    return False
+        return True
+
+    def _handles_query(self, query_string: bytes) -> bool:
+        names = {name for name, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)}
+        return names <= self.query
+
+
+def lanes_of(routes: Sequence[BaseRoute]) -> list[Lane]:
+    """The lanes of an app's `routes` that have a fast handler, each checked against its
+    route's inputs as FastAPI solves them (the dependencies of the routers it is included
+    through too); UndeclaredInput names what a fast handler misses."""
+    lanes = []
+    for context in iter_route_contexts(routes):
+        route = context.original_route
+        declared = getattr(context.endpoint, "fast_path", None)
+        if not isinstance(route, APIRoute) or not isinstance(declared, FastPath):
+            continue
+        methods = frozenset(context.methods or ())
+        missing = list(dict.fromkeys(_undeclared(context.dependant, declared)))
+        if missing:
+            raise UndeclaredInput(
+                f"the fast handler of {' '.join(sorted(methods))} {context.path} does not declare its "
+                f"{', '.join(missing)}; declare each in the route's @fast_path, as handled (path=, query=, "
+                "headers=, body=, dependencies=) or left to FastAPI (passes_query=, passes_headers=)"
+            )
+        lanes.append(Lane(
+            route, context.path_regex, methods, declared.handler, frozenset(declared.query),
+            frozenset(name.encode("latin-1") for name in declared.passes_headers),
+        ))
+    return lanes
+
+
+def _undeclared(dependant: Dependant, declared: FastPath) -> Iterator[str]:
+    for field in dependant.path_params:
+        if field.alias not in declared.path:
+            yield f"path parameter {field.alias!r}"
+    for field in dependant.query_params:
+        if field.alias not in declared.query + declared.passes_query:
+            yield f"query parameter {field.alias!r}"
+    for field in dependant.header_params:
+        if field.alias.lower() not in declared.headers + declared.passes_headers:
+            yield f"header {field.alias.lower()!r}"
+    for field in dependant.cookie_params:
+        yield f"cookie {field.alias!r} (a fast handler cannot take a route that reads cookies)"
+    for field in dependant.body_params:
+        if field.alias not in declared.body:
+            yield f"body parameter {field.alias!r}"
+    for sub in dependant.dependencies:
+        if sub.call not in declared.dependencies:
+            yield f"dependency {getattr(sub.call, '__name__', type(sub.call).__name__)}"
+        yield from _undeclared(sub, declared)
+
+
 class FastLane:
     """ASGI middleware: requests for a route with a fast handler go to it first (see above).
 
-    `routes` are the app's routes that may have one; their paths must not be shadowed by
-    routes matched before them (true of the ledger's: no two routes share a path and method).
+    The `lanes` (`lanes_of`) are of routes whose paths are not shadowed by routes matched
+    before them (true of the ledger's: no two routes share a path and method).
     """
 
-    def __init__(self, app: ASGIApp, api: FastAPI, routes: Sequence[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, api: FastAPI, lanes: Sequence[Lane]) -> None:
         self.app = app
         self.api = api
-        self.lanes = [
-            (route, route.path_regex, frozenset(route.methods or ()), route.endpoint.fast_handler)
-            for route in routes
-            if isinstance(route, APIRoute) and hasattr(route.endpoint, "fast_handler")
-        ]
+        self.lanes = list(lanes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("root_path"):
             await self.app(scope, receive, send)
             return
-        lane = self._lane(scope)
-        if lane is None:
+        found = self._lane(scope)
+        if found is None:
             await self.app(scope, receive, send)
             return
-        route, path_params, handler = lane
-        scope["route"] = route
-        scope["endpoint"] = route.endpoint
+        lane, path_params = found
+        scope["route"] = lane.route
+        scope["endpoint"] = lane.route.endpoint
         scope["path_params"] = path_params
         request = Request(scope, receive, send)
         try:
-            response = await handler(request)
+            response = await lane.handler(request)
         except Exception as exc:
             answer = _exception_handler(self.api, exc)
             if answer is None:
@@ -84,10 +197,10 @@ class FastLane:
             return
         await response(scope, receive, send)
 
-    def _lane(self, scope: Scope) -> tuple[APIRoute, dict[str, Any], FastHandler] | None:
-        for route, regex, methods, handler in self.lanes:
-            if scope["method"] in methods and (match := regex.match(scope["path"])):
-                return route, match.groupdict(), handler
+    def _lane(self, scope: Scope) -> tuple[Lane, dict[str, Any]] | None:
+        for lane in self.lanes:
+            if scope["method"] in lane.methods and (match := lane.path_regex.match(scope["path"])):
+                return (lane, match.groupdict()) if lane.takes(scope) else None
         return None
 
 

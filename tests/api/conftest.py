@@ -1,4 +1,8 @@
-"""An API on a fresh database per test: a TestClient (lifespan running) and a token per role."""
+"""An API on a fresh database per test: a TestClient (lifespan running) and a token per role.
+
+Every app here runs with the fast lane unless pytest is given `--fast-lane=off`; `make test`
+runs tests/api both ways, since the lane and FastAPI must give the same answers.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
-from api.auth import Role
 from api.routes.deps import ApiSettings, Services
 from store.settings import Database
+from store.tokens import Role
 from tests.api import story
 from tests.api.proxy import Proxy
 from tests.conftest import POSTGRES_URL, drop_schema, new_database_url, require_postgres
@@ -81,48 +85,53 @@ class Api:
         return self.get(path, min_position=position, **params)
 
 
-def open_api(url: str, **kwargs: Any) -> Iterator[Api]:
-    app = create_app(url=url, **kwargs)
+def open_api(url: str, *, fast_lane: bool, **kwargs: Any) -> Iterator[Api]:
+    app = create_app(url=url, fast_lane=fast_lane, **kwargs)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(app, client, url)
 
 
 @pytest.fixture
-def api(database_url: str) -> Iterator[Api]:
-    yield from open_api(database_url)
+def api(database_url: str, fast_lane: bool) -> Iterator[Api]:
+    yield from open_api(database_url, fast_lane=fast_lane)
 
 
 @pytest.fixture
-def sqlite_api(tmp_path: Path) -> Iterator[Api]:
-    yield from open_api(new_database_url("sqlite", tmp_path))
+def sqlite_api(tmp_path: Path, fast_lane: bool) -> Iterator[Api]:
+    yield from open_api(new_database_url("sqlite", tmp_path), fast_lane=fast_lane)
 
 
 @pytest.fixture
-def api_without_projections(database_url: str) -> Iterator[Api]:
+def api_without_projections(database_url: str, fast_lane: bool) -> Iterator[Api]:
     """Projections never run: reads see nothing new (for bounded-wait rules)."""
-    yield from open_api(database_url, run_projections=False, settings=ApiSettings(min_position_wait=0.3))
+    yield from open_api(database_url, fast_lane=fast_lane, run_projections=False,
+                        settings=ApiSettings(min_position_wait=0.3))
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def shared_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+def shared_api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fast_lane: bool,
+) -> Iterator[Api]:
     """One app per module and backend, for tests that only read or add unrelated claims."""
     url = new_database_url(str(request.param), tmp_path_factory.mktemp("api"))
     try:
-        yield from open_api(url)
+        yield from open_api(url, fast_lane=fast_lane)
     finally:
         drop_schema(url)
 
 
-def open_api_through_proxy(monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> Iterator[tuple[Api, Proxy]]:
+def open_api_through_proxy(
+    monkeypatch: pytest.MonkeyPatch, *, fast_lane: bool, **kwargs: Any,
+) -> Iterator[tuple[Api, Proxy]]:
     """An API on a fresh PostgreSQL schema reached through a proxy a test can cut."""
     require_postgres()
+    monkeypatch.setenv("LEDGER_PG_CONNECT_TIMEOUT", "1")  # before the settings are first read
     real = Database.from_url(POSTGRES_URL)
     proxy = Proxy((real.host, real.port))
     schema = f"t_{uuid.uuid4().hex[:12]}"
     url = f"postgresql://{real.user}@127.0.0.1:{proxy.port}/{real.dbname}?schema={schema}"
-    monkeypatch.setenv("LEDGER_PG_CONNECT_TIMEOUT", "1")
     try:
-        for api in open_api(url, **kwargs):
+        for api in open_api(url, fast_lane=fast_lane, **kwargs):
             yield api, proxy
             proxy.restore()  # lets the threads still retrying finish before shutdown
     finally:

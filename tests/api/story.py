@@ -1,4 +1,4 @@
-"""The seed story (seed/moscow-times-putin-elton-john.txt) as HTTP bodies."""
+"""The seed story (Elton John's Instagram post, the Kremlin's denial via TASS) as HTTP bodies."""
 
 from __future__ import annotations
 

@@ -12,12 +12,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from api.auth import Role, TokenStore
 from api.routes.deps import ApiSettings
 from cli import tokens as cli_tokens  # noqa: F401 - registers `claims token`
 from cli.main import app as cli
 from store.db import ReadStore
-from store.settings import Database
+from store.settings import Database, Settings
+from store.tokens import AccessRefused, Credential, Role, TokenStore, token_hash
 from tests.api import story
 from tests.api.conftest import Api
 from tests.conftest import new_database_url
@@ -119,9 +119,9 @@ def test_health_metrics_and_docs_are_open_to_all(read_tokens_required: Api, path
 
 def test_read_tokens_required_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEDGER_READ_TOKENS_REQUIRED", "1")
-    assert ApiSettings.from_env().read_tokens_required
+    assert ApiSettings.from_settings(Settings()).read_tokens_required
     monkeypatch.setenv("LEDGER_READ_TOKENS_REQUIRED", "0")
-    assert not ApiSettings.from_env().read_tokens_required
+    assert not ApiSettings.from_settings(Settings()).read_tokens_required
 
 
 def test_a_malformed_authorization_header_is_a_401(api: Api) -> None:
@@ -140,7 +140,8 @@ def test_a_revoked_token_stops_working_at_once(api: Api) -> None:
 
 
 def test_a_revoked_token_stops_recording_acts_at_once(api: Api) -> None:
-    """Acts take the fast lane, where the group writer checks the token with its batch."""
+    """On the fast lane the group writer checks an act's token with its batch; through
+    FastAPI (`--fast-lane=off`) the route's dependency does."""
     api.register()
     record, token = api.services.tokens.create(Role.RECORDER)
     headers = {"Authorization": f"Bearer {token}"}
@@ -162,6 +163,31 @@ def test_an_act_is_refused_for_its_token_before_its_claim_is_looked_up(
     api.tokens["unknown"] = "clm_" + "x" * 43
     response = call(api, "POST", "/v1/claims/no-such-claim/assertions", story.elton_asserts(), caller)
     assert response.status_code == status, response.text
+
+
+@pytest.mark.parametrize("needed", list(Role))
+def test_a_batch_of_the_group_writer_and_a_single_request_refuse_each_token_alike(
+    matrix_api: Api, needed: Role,
+) -> None:
+    """One rule (`store.tokens.authorize`) for the writer's one-statement check of a batch
+    and for a request's own lookup: the same refusal, word for word, or none for both."""
+    tokens = matrix_api.services.tokens
+    callers = [c for c in CALLERS if c is not None]
+    digests = [token_hash(matrix_api.tokens[c] if c in ("unknown", "revoked") else matrix_api.token(c))
+               for c in callers]
+    batch = tokens.check([Credential(digest, needed) for digest in digests])
+
+    async def alone(digest: str) -> AccessRefused | None:
+        try:
+            await tokens.authorize_async(digest, needed)
+        except AccessRefused as e:
+            return e
+        return None
+
+    for caller, digest, in_batch in zip(callers, digests, batch, strict=True):
+        single = matrix_api.client.portal.call(alone, digest)  # on the app's own event loop
+        assert type(in_batch) is type(single) and str(in_batch) == str(single), caller
+        assert (single is None) == (expected_status(needed, caller) is None), caller
 
 
 def test_tokens_are_stored_only_as_sha256_hashes(api: Api) -> None:

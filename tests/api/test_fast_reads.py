@@ -29,8 +29,8 @@ def test_a_claim_read_now_is_byte_for_byte_what_its_response_model_serialises(ap
 
 
 @pytest.fixture
-def proxied(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Api, Proxy]]:
-    yield from open_api_through_proxy(monkeypatch)
+def proxied(monkeypatch: pytest.MonkeyPatch, fast_lane: bool) -> Iterator[tuple[Api, Proxy]]:
+    yield from open_api_through_proxy(monkeypatch, fast_lane=fast_lane)
 
 
 @pytest.mark.postgres

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from api.idempotency import TABLE, IdempotencyStore, KeptResponse, derived_act_id
+from api.idempotency import derived_act_id, run_once
 from api.problems import Problem
 from domain.commands import RecordAct
 from domain.errors import StoreUnavailable, UnknownClaim, VersionMismatch
 from store.db import ReadStore
+from store.idempotency import TABLE, IdempotencyStore, KeptResponse
 from store.settings import Database
 from tests.api import story
 from tests.api.conftest import Api
@@ -180,11 +181,11 @@ class Write:
 
 def test_a_new_key_is_reserved_written_and_kept(idempotency: IdempotencyStore) -> None:
     write = Write()
-    response, replayed = idempotency.run(SCOPE, KEY, "fp", write)
+    response, replayed = run_once(idempotency, SCOPE, KEY, "fp", write)
     assert (response.status, response.body, replayed, write.calls) == (201, write.body, False, 1)
     assert idempotency.lookup(SCOPE, KEY) == KeptResponse(201, write.body, "fp")
     again = Write()
-    assert idempotency.run(SCOPE, KEY, "fp", again) == (KeptResponse(201, write.body, "fp"), True)
+    assert run_once(idempotency, SCOPE, KEY, "fp", again) == (KeptResponse(201, write.body, "fp"), True)
     assert again.calls == 0
 
 
@@ -195,7 +196,7 @@ def test_a_key_reserved_for_a_different_request_is_a_422_and_nothing_is_written(
     assert not idempotency.reserve(SCOPE, KEY, "mine")
     write = Write()
     with pytest.raises(Problem) as refused:
-        idempotency.run(SCOPE, KEY, "mine", write)
+        run_once(idempotency, SCOPE, KEY, "mine", write)
     assert refused.value.status == 422 and refused.value.code == "idempotency-key-reused"
     assert "in use by a different request" in refused.value.detail
     assert write.calls == 0
@@ -209,7 +210,7 @@ def test_a_key_reserved_for_the_same_request_is_written_and_the_reservation_comp
     """An identical request in flight elsewhere, or one whose server died after reserving."""
     assert idempotency.reserve(SCOPE, KEY, "fp")
     write = Write(200)
-    response, replayed = idempotency.run(SCOPE, KEY, "fp", write)
+    response, replayed = run_once(idempotency, SCOPE, KEY, "fp", write)
     assert (response.status, replayed, write.calls) == (200, False, 1)
     assert idempotency.lookup(SCOPE, KEY) == KeptResponse(200, write.body, "fp")
 
@@ -220,20 +221,20 @@ def test_the_first_identical_request_to_complete_the_reservation_is_the_response
     first = {"act_id": "a1", "version": 2, "position": 2}
     assert idempotency.reserve(SCOPE, KEY, "fp")
     write = Write(200, meanwhile=lambda: other_process.keep(SCOPE, KEY, KeptResponse(201, first, "fp")))
-    response, replayed = idempotency.run(SCOPE, KEY, "fp", write)
+    response, replayed = run_once(idempotency, SCOPE, KEY, "fp", write)
     assert (response, replayed) == (KeptResponse(201, first, "fp"), True)
     assert idempotency.lookup(SCOPE, KEY) == KeptResponse(201, first, "fp")
 
 
 def test_a_refused_write_gives_its_key_back(idempotency: IdempotencyStore) -> None:
     with pytest.raises(UnknownClaim):
-        idempotency.run(SCOPE, KEY, "fp", Write(raises=UnknownClaim("no claim has the key 'x'")))
+        run_once(idempotency, SCOPE, KEY, "fp", Write(raises=UnknownClaim("no claim has the key 'x'")))
     assert idempotency.lookup(SCOPE, KEY) is None
-    response, replayed = idempotency.run(SCOPE, KEY, "fp", Write(404, {"detail": "no claim"}))
+    response, replayed = run_once(idempotency, SCOPE, KEY, "fp", Write(404, {"detail": "no claim"}))
     assert (response.status, replayed) == (404, False)
     assert idempotency.lookup(SCOPE, KEY) is None
     write = Write()
-    assert idempotency.run(SCOPE, KEY, "another request", write)[0].status == 201
+    assert run_once(idempotency, SCOPE, KEY, "another request", write)[0].status == 201
     assert write.calls == 1
 
 
@@ -242,13 +243,13 @@ def test_a_write_that_may_have_been_recorded_keeps_its_key_reserved_for_its_retr
 ) -> None:
     """A 503 (the database went away, the writer timed out mid-commit) says nothing about the write."""
     with pytest.raises(StoreUnavailable):
-        idempotency.run(SCOPE, KEY, "fp", Write(raises=StoreUnavailable("the write did not finish")))
+        run_once(idempotency, SCOPE, KEY, "fp", Write(raises=StoreUnavailable("the write did not finish")))
     held = idempotency.lookup(SCOPE, KEY)
     assert held is not None and held.pending
     with pytest.raises(Problem):
-        idempotency.run(SCOPE, KEY, "another request", Write())
+        run_once(idempotency, SCOPE, KEY, "another request", Write())
     retry = Write(200)
-    assert idempotency.run(SCOPE, KEY, "fp", retry) == (KeptResponse(200, retry.body, "fp"), False)
+    assert run_once(idempotency, SCOPE, KEY, "fp", retry) == (KeptResponse(200, retry.body, "fp"), False)
 
 
 def test_an_identical_request_refused_after_the_first_was_kept_answers_with_the_kept_response(
@@ -259,21 +260,21 @@ def test_an_identical_request_refused_after_the_first_was_kept_answers_with_the_
     assert idempotency.reserve(SCOPE, KEY, "fp")
     write = Write(raises=VersionMismatch(3, 4),
                   meanwhile=lambda: other_process.keep(SCOPE, KEY, KeptResponse(201, first, "fp")))
-    assert idempotency.run(SCOPE, KEY, "fp", write) == (KeptResponse(201, first, "fp"), True)
+    assert run_once(idempotency, SCOPE, KEY, "fp", write) == (KeptResponse(201, first, "fp"), True)
 
 
 def test_a_refused_request_leaves_a_reservation_it_does_not_hold(idempotency: IdempotencyStore) -> None:
     """An identical request may still be writing under the reservation."""
     assert idempotency.reserve(SCOPE, KEY, "fp")
     with pytest.raises(VersionMismatch):
-        idempotency.run(SCOPE, KEY, "fp", Write(raises=VersionMismatch(3, 4)))
+        run_once(idempotency, SCOPE, KEY, "fp", Write(raises=VersionMismatch(3, 4)))
     held = idempotency.lookup(SCOPE, KEY)
     assert held is not None and held.pending
 
 
 def test_reservations_age_out_with_the_time_to_live(idempotency: IdempotencyStore) -> None:
     assert idempotency.reserve(SCOPE, KEY, "fp")
-    idempotency.run(SCOPE, "kept", "fp", Write())
+    run_once(idempotency, SCOPE, "kept", "fp", Write())
     idempotency.reserve(SCOPE, "fresh", "fp")
     with idempotency.store.transaction() as cur:
         cur.execute(f"UPDATE {TABLE} SET created = ? WHERE key IN (?, ?)",

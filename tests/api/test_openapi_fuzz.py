@@ -23,9 +23,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
-from api.auth import Role
 from api.routes.deps import Services
 from domain.commands import RecordAct, RegisterClaim
+from store.tokens import Role
 from tests.api import story
 from tests.conftest import new_database_url
 
@@ -44,8 +44,8 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    app = create_app(url=new_database_url("sqlite", tmp_path_factory.mktemp("fuzz")))
+def fuzzed(tmp_path_factory: pytest.TempPathFactory, fast_lane: bool) -> Iterator[tuple[Any, str]]:
+    app = create_app(url=new_database_url("sqlite", tmp_path_factory.mktemp("fuzz")), fast_lane=fast_lane)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)  # starts the app's lifespan
     try:
         services = app.state.services

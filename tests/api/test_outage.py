@@ -14,8 +14,8 @@ from tests.api.proxy import Proxy
 
 
 @pytest.fixture
-def proxied(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Api, Proxy]]:
-    yield from open_api_through_proxy(monkeypatch, settings=ApiSettings(write_timeout=2.0))
+def proxied(monkeypatch: pytest.MonkeyPatch, fast_lane: bool) -> Iterator[tuple[Api, Proxy]]:
+    yield from open_api_through_proxy(monkeypatch, fast_lane=fast_lane, settings=ApiSettings(write_timeout=2.0))
 
 
 @pytest.mark.postgres

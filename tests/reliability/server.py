@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 
-from api.auth import Role, TokenStore
 from store.db import ReadStore
 from store.settings import Database
+from store.tokens import Role, TokenStore
 from tests.cli.test_serve import CLAIMS, free_port
 
 START_TIMEOUT = 60.0

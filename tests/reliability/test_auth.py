@@ -21,9 +21,9 @@ import httpx
 import psycopg
 import pytest
 
-from api.auth import Role, TokenStore
 from store.db import ReadStore
 from store.settings import Database
+from store.tokens import Role, TokenStore
 from tests.api import story
 from tests.api.test_auth import CALLERS, OPEN_ALWAYS, ROUTES, expected_status
 from tests.conftest import drop_schema, new_database_url

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import pickle
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 
 import pytest
 
-from api.auth import Credential, Role, TokenStore, token_hash
-from api.problems import Problem
 from domain import Ledger, Outcome
 from domain.commands import Command, RecordAct, RegisterClaim
 from domain.errors import NotRetractable, StoreUnavailable
 from service.writer import GroupWriter
 from store.db import ReadStore
+from store.event_store import open_ledger
 from store.settings import Database
+from store.tokens import Credential, InvalidToken, Role, RoleTooLow, TokenStore, token_hash
 from tests.api import story
 
 
@@ -68,7 +67,7 @@ def test_a_broken_rule_fails_only_its_own_command(writer: GroupWriter, ledger: L
 
 
 def test_an_outcome_is_handed_back_only_after_commit(writer: GroupWriter, database_url: str) -> None:
-    observer = Ledger(Database.from_url(database_url))
+    observer = open_ledger(Database.from_url(database_url))
     seen: list[int] = []
     both_seen = threading.Event()
 
@@ -163,9 +162,8 @@ def test_a_refused_credential_fails_only_its_own_command_which_is_never_applied(
         writer.stop()
     registered, revoked_error, unknown_error, too_low, asserted = (f.exception() or f.result() for f in futures)
     assert isinstance(registered, Outcome) and registered.version == 1
-    assert isinstance(revoked_error, Problem) and revoked_error.status == 401
-    assert isinstance(unknown_error, Problem) and unknown_error.status == 401
-    assert isinstance(too_low, Problem) and too_low.status == 403 and "editor" in too_low.detail
+    assert isinstance(revoked_error, InvalidToken) and isinstance(unknown_error, InvalidToken)
+    assert isinstance(too_low, RoleTooLow) and "needs role editor" in str(too_low)
     assert isinstance(asserted, Outcome) and asserted.created and asserted.version == 2
     assert writer.batches == 1
     assert ledger.max_position() == 2
@@ -193,9 +191,3 @@ def test_a_writer_without_a_gate_refuses_a_credential_it_cannot_check(writer: Gr
     with pytest.raises(RuntimeError, match="no gate"):
         writer.submit(register(), credential("clm_token"))
 
-
-def test_a_problem_crosses_processes_whole() -> None:
-    problem = Problem(401, "the bearer token is unknown", code="unauthorized", title="Unauthorized",
-                      headers={"WWW-Authenticate": "Bearer"}, extra={"hint": 1})
-    copy = pickle.loads(pickle.dumps(problem))
-    assert type(copy) is Problem and str(copy) == str(problem) and vars(copy) == vars(problem)
