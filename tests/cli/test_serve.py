@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,11 +50,14 @@ def alive(pid: int) -> bool:
 
 
 @contextmanager
-def serving(database_url: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], str, dict[str, str]]]:
+def serving(
+    database_url: str, *args: str, claims: Sequence[str] = CLAIMS, environ: Mapping[str, str] = os.environ,
+    cwd: Path | None = None,
+) -> Iterator[tuple[subprocess.Popen[str], str, dict[str, str]]]:
     port = free_port()
-    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
+    env = {**environ, "LEDGER_DATABASE_URL": database_url}
     process = subprocess.Popen(
-        [*CLAIMS, "serve", "--port", str(port), "--log-level", "warning", *args], env=env,
+        [*claims, "serve", "--port", str(port), "--log-level", "warning", *args], env=env, cwd=cwd,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -144,13 +147,13 @@ def test_when_one_process_dies_claims_serve_stops_the_rest(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_claims_project_follows_the_log_until_interrupted(tmp_path: Path) -> None:
-    from domain import Ledger
     from projections.queries import ReadModels
     from store.db import ReadStore
+    from store.event_store import open_ledger
     from store.settings import Database
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    ledger = Ledger(Database.from_url(url))
+    ledger = open_ledger(Database.from_url(url))
     try:
         written = ledger.register_claim(story.STATEMENT, story.KEY)
     finally:
