@@ -179,8 +179,8 @@ class Tables:
 
 def _fast_compression(cur: Cursor) -> str:
     """`COMPRESSION lz4` where PostgreSQL was built with it, for a claim's view: every act
-    rewrites its claim's view, and the larger ones are compressed each time (with pglz, the
-    default, writing claim rows took PostgreSQL 1.4 times as long)."""
+    rewrites its claim's view, and the larger ones are compressed each time (pglz, the
+    default, is markedly slower to compress with)."""
     if cur.backend != "postgres":
         return ""
     row = cur.execute(

@@ -1,4 +1,4 @@
-"""The seed story's people and sources, shared by tests (see shared/seed)."""
+"""The seed story's people and sources, shared by tests (a Moscow Times report of 15 September 2015: Kremlin rejects claim that Putin phoned Elton John)."""
 
 from __future__ import annotations
 
