@@ -18,8 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from audit.remote import audit_ledger
 from audit.signing import SigningKeyError, key_path, load_or_create_key, public_key_hex
-from cli.main import app
-from domain.errors import InvalidInput, StoreUnavailable
+from cli.main import app, exit_on_errors
 from store.settings import Database, get_settings
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -53,20 +52,11 @@ def verify(
     from audit.verify import verify_store
     from service.runtime import Runtime
 
-    try:
+    with exit_on_errors(unavailable="cannot open the ledger: "):
         runtime = Runtime.open(pool_size=2)
-    except InvalidInput as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    except StoreUnavailable as e:
-        typer.echo(f"error: cannot open the ledger: {e}", err=True)
-        raise typer.Exit(1) from None
     try:
-        with progress_bars() as progress:
+        with exit_on_errors(), progress_bars() as progress:
             report = verify_store(runtime, progress, projections=projections)
-    except StoreUnavailable as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
     finally:
         runtime.close()
     for line in report.lines():
@@ -92,12 +82,8 @@ def audit(
     configured = get_settings().token
     if token is None and configured is not None:
         token = configured.get_secret_value()
-    try:
-        with progress_bars() as progress:
-            report = audit_ledger(url, checkpoint, public_key_file=public_key, token=token, progress=progress)
-    except InvalidInput as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    with exit_on_errors(), progress_bars() as progress:
+        report = audit_ledger(url, checkpoint, public_key_file=public_key, token=token, progress=progress)
     for line in report.lines():
         typer.echo(line)
     raise typer.Exit(0 if report.ok else 1)
@@ -106,11 +92,8 @@ def audit(
 @app.command("audit-key")
 def audit_key() -> None:
     """Print the ledger's Ed25519 public key (hex), for auditors to pin."""
-    try:
+    with exit_on_errors():
         path = key_path(Database.from_url())
-    except InvalidInput as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     if not path.exists():
         typer.echo(f"no signing key yet: making one at {path}", err=True)
     try:

@@ -5,9 +5,12 @@ Exit status: 0 on success, 1 when a check finds a problem, 2 on bad usage.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import typer
 
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, StoreUnavailable
 from store.settings import get_settings
 
 app = typer.Typer(
@@ -24,11 +27,23 @@ def read_settings() -> None:
     # Each command reads the environment as it starts, and a bad LEDGER_* value stops it before
     # it does anything. Afresh: tests run many commands in one process (CliRunner).
     get_settings.cache_clear()
-    try:
+    with exit_on_errors():
         get_settings()
+
+
+@contextmanager
+def exit_on_errors(unavailable: str = "") -> Iterator[None]:
+    """The command line's one mapping of errors to exit status: bad input (a setting, an
+    argument) exits 2, a store that cannot be reached exits 1 (`unavailable` prefixes its
+    message); each says why on stderr, without a traceback."""
+    try:
+        yield
     except InvalidInput as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    except StoreUnavailable as e:
+        typer.echo(f"error: {unavailable}{e}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

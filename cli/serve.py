@@ -25,8 +25,8 @@ from typing import Annotated
 
 import typer
 
-from cli.main import app
-from domain.errors import InvalidInput, StoreUnavailable
+from cli.main import app, exit_on_errors
+from domain.errors import StoreUnavailable
 from store.settings import Database
 
 log = logging.getLogger("claims.serve")
@@ -59,11 +59,8 @@ def tune_gc() -> None:
 
 
 def _database() -> Database:
-    try:
+    with exit_on_errors():
         return Database.from_url()
-    except InvalidInput as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _announce(database: Database, host: str, port: int, workers: int) -> None:

@@ -12,8 +12,7 @@ from typing import Annotated
 
 import typer
 
-from cli.main import app
-from domain.errors import InvalidInput, StoreUnavailable
+from cli.main import app, exit_on_errors
 from store.db import ReadStore
 from store.settings import Database
 from store.tokens import Role, TokenStore
@@ -24,21 +23,13 @@ app.add_typer(tokens_app, name="token")
 
 @contextmanager
 def token_store() -> Iterator[TokenStore]:
-    try:
+    with exit_on_errors():
         store = ReadStore(Database.from_url(), pool_size=1)
-    except InvalidInput as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    except StoreUnavailable as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
     try:
-        tokens = TokenStore(store)
-        tokens.ensure_table()
-        yield tokens
-    except StoreUnavailable as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+        with exit_on_errors():
+            tokens = TokenStore(store)
+            tokens.ensure_table()
+            yield tokens
     finally:
         store.close()
 
@@ -49,12 +40,8 @@ def create(
     label: Annotated[str | None, typer.Option(help="Who or what the token is for.")] = None,
 ) -> None:
     """Make a token; it is printed once, on stdout, and stored only as its hash."""
-    with token_store() as tokens:
-        try:
-            record, token = tokens.create(role, label)
-        except InvalidInput as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+    with token_store() as tokens, exit_on_errors():
+        record, token = tokens.create(role, label)
     typer.echo(
         f"created token {record.token_id} (role {record.role.value}"
         f"{', label ' + repr(label) if label else ''}); it is shown only now — keep it secret. "
