@@ -1,12 +1,15 @@
 """`python -m bench [--quick] [--rows 1,2,...] [--out FILE]`: the benchmark table.
 
 Rows (each beside its baseline, measured in this run on this machine):
- 1. single writes through the Ledger vs the raw library's load+trigger+save (SQLite, PostgreSQL)
- 2. HTTP writes at 1/8/32 clients on PostgreSQL vs the raw single-writer rate
+ 1. single writes through the Ledger vs the raw library's load+trigger+save, with the Ledger's
+    library settings and aggregate cache (SQLite, PostgreSQL)
+ 2. HTTP writes at 1/8/32 clients on PostgreSQL vs the raw single-writer rate; also vs the raw
+    library behind as many writer threads, and one raw writer saving 32 notes per transaction
  3. bulk import vs the raw library saving the same lines in batches
  4. projection rebuild vs a raw scan of the log; the rebuild's peak RSS, small vs large
  5. catch-up lag from commit to visible under a steady write rate
- 6. HTTP reads vs a bare FastAPI endpoint returning a constant
+ 6. HTTP reads vs a bare FastAPI endpoint returning a constant; the plain read (the fast lane)
+    also vs a bare Starlette route
  7. `claims verify`; Merkle inclusion and consistency proofs at the large size
 """
 

@@ -427,13 +427,15 @@ def start_ledger_server(server: Server, timeout: float = 120.0) -> None:
     server.start("/healthz", timeout=timeout, ready=caught_up)
 
 
-def bare_server(cwd: Path) -> Server:
-    """The bare FastAPI baseline under the same uvicorn settings as `claims serve`."""
+def bare_server(cwd: Path, *, starlette: bool = False) -> Server:
+    """A bare baseline (bench/bare_app.py) under the same uvicorn settings as `claims serve`: the
+    FastAPI app, or the bare Starlette one (the like-for-like baseline of the fast lane)."""
     port = free_port()
+    target = "bench.bare_app:starlette_app" if starlette else "bench.bare_app:app"
     return Server(
-        [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "warning", "--timeout-graceful-shutdown", "10"],
-        child_env(), cwd, port, "bare FastAPI",
+        child_env(), cwd, port, "bare Starlette" if starlette else "bare FastAPI",
     )
 
 
