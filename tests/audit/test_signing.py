@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +124,34 @@ def test_the_key_is_made_on_first_use_readable_by_its_owner_only(tmp_path: Path)
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
+PROCESSES = 4
+
+
+def load_the_key_when_all_are_ready(ready: Any, path: str, keys: Any) -> None:
+    """In a process of its own: wait until every process is up, then load (or make) the key."""
+    ready.wait(120)
+    keys.put(public_key_hex(load_or_create_key(Path(path))))
+
+
 def test_processes_starting_together_all_use_the_one_key_made(tmp_path: Path) -> None:
+    # Real processes (spawned: nothing shared but the file system), released together by a
+    # barrier once each has started, so that several find no key and make one at once.
     path = tmp_path / "ledger-signing-key.pem"
-    with ThreadPoolExecutor(8) as pool:
-        keys = list(pool.map(lambda _: public_key_hex(load_or_create_key(path)), range(16)))
-    assert set(keys) == {public_key_hex(load_or_create_key(path))}
+    spawn = multiprocessing.get_context("spawn")
+    ready, keys = spawn.Barrier(PROCESSES), spawn.Queue()
+    processes = [spawn.Process(target=load_the_key_when_all_are_ready, args=(ready, str(path), keys))
+                 for _ in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    try:
+        found = [keys.get(timeout=120) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+    assert [process.exitcode for process in processes] == [0] * PROCESSES
+    assert set(found) == {public_key_hex(load_or_create_key(path))}
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 

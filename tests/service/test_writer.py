@@ -87,25 +87,45 @@ def test_an_outcome_is_handed_back_only_after_commit(writer: GroupWriter, databa
     assert seen == [2, 2]
 
 
-def test_concurrent_requests_are_all_written_once(writer: GroupWriter, ledger: Ledger) -> None:
+def test_concurrent_requests_queued_behind_a_batch_are_all_written_once_in_one_batch(ledger: Ledger) -> None:
+    # The writer's first batch is held open (its on_commit hook runs in the writer thread)
+    # while 40 threads submit at once: they all queue behind it, so when it is released the
+    # writer must take them as one batch — two batches for 41 commands, not one per command.
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_first_batch(_: object) -> None:
+        if not held.is_set():
+            held.set()
+            release.wait(30)
+
+    writer = GroupWriter(ledger, on_commit=hold_the_first_batch)
     writer.start()
-    writer.execute(register(), timeout=10)
-    barrier = threading.Barrier(40)
-    results: list[Outcome] = []
+    try:
+        registered = writer.submit(register())
+        assert held.wait(10), "the first batch was never committed"
+        barrier = threading.Barrier(40)
+        futures: list[Future[Outcome]] = []
 
-    def record(i: int) -> None:
-        barrier.wait()
-        results.append(writer.execute(act("assert", story.elton_asserts(act_id=f"act-{i}")), timeout=30))
+        def record(i: int) -> None:
+            barrier.wait()
+            futures.append(writer.submit(act("assert", story.elton_asserts(act_id=f"act-{i}"))))
 
-    threads = [threading.Thread(target=record, args=(i,)) for i in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        threads = [threading.Thread(target=record, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(futures) == 40 and not any(f.done() for f in futures), "written while the writer was held"
+        release.set()
+        results = [f.result(30).unwrap() for f in futures]
+    finally:
+        release.set()
+        writer.stop()
+    assert registered.result().version == 1
     assert sorted(o.version or 0 for o in results) == list(range(2, 42))
-    assert len({o.position for o in results}) == 40
+    assert sorted(o.position for o in results) == list(range(2, 42))
     assert ledger.max_position() == 41
-    assert writer.batches <= 41
+    assert (writer.batches, writer.largest_batch) == (2, 40)
 
 
 def test_a_write_not_taken_in_time_is_refused_and_never_made(writer: GroupWriter, ledger: Ledger) -> None:

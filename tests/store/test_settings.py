@@ -14,12 +14,14 @@ import pytest
 from pydantic import SecretStr
 
 from domain.errors import InvalidInput
+from store.event_store import open_ledger
 from store.settings import DEFAULTS, Database, Settings, env_name, get_settings, read_settings
+from tests.conftest import drop_schema, new_database_url, require_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 REGENERATE = "python -m store.settings > docs/configuration.md"
 # The test suite's own PostgreSQL (tests/conftest.py, bench/harness.py): not a setting of the ledger.
-TEST_ONLY = {"LEDGER_TEST_POSTGRES_URL"}
+TEST_ONLY = {"LEDGER_TEST_POSTGRES_URL", "LEDGER_TEST_PG_BIN"}  # the test suite's own
 TEXT_FILES = {".py", ".md", ".toml", ".sh", ".yml", ".yaml", ".cfg", ".ini", ".txt"}
 
 
@@ -197,10 +199,38 @@ def test_sqlite_urls_take_relative_and_absolute_paths() -> None:
     assert Database.from_url("sqlite:////var/lib/ledger.db").path == "/var/lib/ledger.db"
 
 
-def test_postgres_urls_set_a_lock_timeout_and_bounded_pools() -> None:
+def test_postgres_urls_name_the_host_port_user_password_database_and_schema() -> None:
     database = Database.from_url("postgresql://writer:s3cret@db.example:6543/claims?schema=newsroom")
     assert (database.host, database.port, database.user, database.password, database.dbname, database.schema) == (
         "db.example", 6543, "writer", "s3cret", "claims", "newsroom")
+
+
+@pytest.mark.postgres
+def test_postgres_urls_set_a_lock_timeout_and_bounded_pools(tmp_path: Path) -> None:
+    require_postgres()
+    url = new_database_url("postgres", tmp_path)
+    try:
+        # By default: a lock timeout, and a pool of a few connections with a few more at most.
+        default = Database.from_url(url, DEFAULTS).library_env()
+        assert (default["POSTGRES_LOCK_TIMEOUT"], default["POSTGRES_POOL_SIZE"], default["POSTGRES_MAX_OVERFLOW"]) == (
+            str(DEFAULTS.pg_lock_timeout), str(DEFAULTS.pg_pool_size), str(DEFAULTS.pg_max_overflow))
+        assert DEFAULTS.pg_lock_timeout > 0
+        # As set, the library is given them, and the ledger's own pool and connections use them.
+        settings = Settings(pg_lock_timeout=7, pg_pool_size=3, pg_max_overflow=2)
+        database = Database.from_url(url, settings)
+        env = database.library_env()
+        assert (env["POSTGRES_LOCK_TIMEOUT"], env["POSTGRES_POOL_SIZE"], env["POSTGRES_MAX_OVERFLOW"]) == ("7", "3", "2")
+        ledger = open_ledger(database)
+        try:
+            datastore = ledger.recorder.datastore
+            assert (datastore.pool.min_size, datastore.pool.max_size) == (3, 5)
+            with datastore.get_connection() as conn, conn.transaction(), conn.cursor() as cur:
+                ledger.recorder.lock_table(cur)  # what every write does first, on a pooled connection
+                assert cur.execute("SHOW lock_timeout").fetchone() == {"lock_timeout": "7s"}
+        finally:
+            ledger.close()
+    finally:
+        drop_schema(url)
 
 
 def test_postgres_settings_never_enable_db_functions_and_always_time_out() -> None:
