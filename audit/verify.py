@@ -17,7 +17,7 @@ from uuid import UUID
 
 import orjson
 
-from audit.chain import ChainCheck
+from audit.chain import REGISTERED, ChainCheck
 from domain.canonical import body_text, canonical_bytes
 from domain.claim import Claim
 from domain.errors import LedgerError
@@ -304,6 +304,8 @@ def _build(
                 row = row_of(event)
             except (UndecodableEvent, orjson.JSONDecodeError, TypeError, AttributeError):
                 continue  # reported by the hash-chain check; the rebuild goes on without it
+            if event.type == REGISTERED and event.version != 1:
+                continue  # a second registration: the type rule reports it, and no claim has two
             if canonical_bytes(row.body["data"]) != event.data_json.encode():
                 report.add(Finding(
                     "encoding", "the event's data is not stored in RFC 8785 canonical form, so the hash of the "
