@@ -27,12 +27,15 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
+from api.body import BODY_METHODS, PARSED_BODY, unparsed_bodies
 from api.lookups import Lookups
 from api.metrics import ApiMetrics
 from api.routes import acts, audit, claims, events, health, parties
 from api.routes.deps import ApiSettings, Services, read_access
 from api.routes.fast import FastLane, lanes_of
 from api.schemas import ProblemDetail
+from domain import ijson
+from domain.errors import InvalidJson, MalformedJson
 from service.forward import WriterHost, WriterLink
 from service.runtime import Runtime
 from service.writer import GroupWriter
@@ -43,7 +46,6 @@ from store.tokens import TokenStore
 log = logging.getLogger("claims.api")
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-BODY_METHODS = {"POST", "PUT", "PATCH"}
 LOOKUP_CONNECTIONS = 8  # PostgreSQL connections of the event loop's one-statement lookups
 
 DESCRIPTION = """An event-sourced ledger of claims: who asserted, denied and retracted what.
@@ -135,8 +137,15 @@ def create_app(
     for module in (claims, acts, parties, events, audit, health):
         app.include_router(module.router)
     lanes = lanes_of(app.routes)  # raises when a fast handler misses an input of its route
+    unparsed = list(unparsed_bodies(app.routes))
+    if unparsed:
+        raise RuntimeError(
+            f"{', '.join(unparsed)} would parse its body itself: give its router route_class=JsonRoute "
+            f"(api/body.py) and a method in {sorted(BODY_METHODS)}"
+        )
+    app.fast_lane = FastLane(app.behind, api=app, lanes=lanes) if fast_lane else None
     app.front = RequestContext(BodyGuard(
-        FastLane(app.behind, api=app, lanes=lanes) if fast_lane else app.behind,
+        app.fast_lane if app.fast_lane is not None else app.behind,
         max_bytes=settings.max_body_bytes,
     ))
     app.openapi = lambda: openapi(app, reads_open=not settings.read_tokens_required)  # type: ignore[method-assign]
@@ -154,6 +163,7 @@ class LedgerAPI(FastAPI):
     """
 
     front: ASGIApp | None = None
+    fast_lane: FastLane | None = None  # None: every request goes through FastAPI
 
     async def behind(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
@@ -254,8 +264,9 @@ class RequestContext:
 
 
 class BodyGuard:
-    """Request bodies: at most `max_bytes` (413, by Content-Length and by what arrives),
-    JSON (415) and UTF-8 (422) — checked before anything parses them."""
+    """Request bodies: at most `max_bytes` (413, by Content-Length and by what arrives), JSON
+    (415), and I-JSON (422 naming the member): parsed here, once, by `domain.ijson.loads`,
+    and kept for the routes (api/body.py)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -292,10 +303,9 @@ class BodyGuard:
                                   "send the body as JSON with 'Content-Type: application/json'")
                 return
             try:
-                body.decode("utf-8")
-            except UnicodeDecodeError as e:
-                await self.reject(scope, receive, send, 422, "malformed-body",
-                                  f"the request body is not valid UTF-8 (byte {e.start}); send UTF-8 JSON")
+                scope[PARSED_BODY] = ijson.loads(body)
+            except InvalidJson as e:
+                await self.refuse_json(scope, receive, send, e)
                 return
         delivered = False
 
@@ -316,9 +326,23 @@ class BodyGuard:
         )
 
     @staticmethod
-    async def reject(scope: Scope, receive: Receive, send: Send, status: int, code: str, detail: str) -> None:
-        title = {413: "Content Too Large", 422: "Malformed request body"}.get(status)
+    async def reject(
+        scope: Scope, receive: Receive, send: Send, status: int, code: str, detail: str, *,
+        title: str | None = None, extra: dict[str, Any] | None = None,
+    ) -> None:
+        title = title or {413: "Content Too Large"}.get(status)
         response = problems.problem_response(
-            status, detail, code=code, title=title, instance=scope["path"], request_id=_request_id(scope)
+            status, detail, code=code, title=title, instance=scope["path"], request_id=_request_id(scope),
+            extra=extra,
         )
         await response(scope, receive, send)
+
+    async def refuse_json(self, scope: Scope, receive: Receive, send: Send, error: InvalidJson) -> None:
+        """422 naming the member (`errors[].loc` as FastAPI's, from "body"); malformed JSON keeps
+        the problem type it always had."""
+        malformed = isinstance(error, MalformedJson)
+        await self.reject(
+            scope, receive, send, 422, "malformed-body" if malformed else error.code,
+            f"the request body is refused: {error}", title="Malformed request body" if malformed else error.title,
+            extra={"errors": [{"loc": ["body", *map(str, error.loc)], "msg": str(error), "type": error.code}]},
+        )

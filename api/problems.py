@@ -162,10 +162,6 @@ async def on_validation_error(request: Request, exc: Exception) -> ProblemRespon
          "type": str(error.get("type", ""))}
         for error in exc.errors()
     ]
-    if any(e["type"] == "json_invalid" for e in errors):
-        detail = "the request body is not valid JSON; send one JSON object"
-        return _respond(request, 422, detail, code="malformed-body", title="Malformed request body",
-                        extra={"errors": errors})
     where = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:10])
     return _respond(
         request, 422, f"the request does not have the expected shape — {where}",

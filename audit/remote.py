@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
 from audit.chain import ChainCheck
 from audit.signing import CHECKPOINT_FIELDS, verify_checkpoint
+from domain import ijson
 from domain.canonical import canonical_bytes
-from domain.errors import InvalidInput, LedgerError
+from domain.errors import InvalidInput, InvalidJson, LedgerError
 from domain.fold import ClaimFold
+from domain.ijson import safe_integer
 from domain.merkle import TreeHasher, event_leaf_hash, verify_consistency
 
 Json = dict[str, Any]
@@ -93,10 +94,10 @@ class AuditReport:
 def read_kept(path: Path) -> tuple[Json | None, str | None]:
     """The checkpoint kept in `path` and the public key saved with it (None, None when absent)."""
     try:
-        kept = json.loads(path.read_text())
+        kept = ijson.loads(path.read_bytes())
     except FileNotFoundError:
         return None, None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, InvalidJson) as e:
         raise InvalidInput(f"the checkpoint file {path} cannot be read as JSON ({e}); fix or remove it") from None
     if not isinstance(kept, dict) or not kept.keys() >= CHECKPOINT_FIELDS:
         raise InvalidInput(
@@ -116,8 +117,10 @@ def read_public_key(path: Path) -> str:
         raise InvalidInput(f"the public key file {path} cannot be read ({e})") from None
     if text.startswith("{"):
         try:
-            text = str(json.loads(text).get("public_key", ""))
-        except (json.JSONDecodeError, AttributeError):
+            text = str(ijson.loads(text).get("public_key", ""))
+        except InvalidJson as e:
+            raise InvalidInput(f"the public key file {path} cannot be read as JSON ({e})") from None
+        except AttributeError:
             text = ""
     text = text.lower()
     if not _is_key(text):
@@ -167,10 +170,7 @@ class Remote:
             raise AuditAbort(f"GET {path} failed: {e or type(e).__name__}") from None
         if response.status_code != 200:
             raise AuditAbort(f"GET {path} answered {response.status_code}: {_detail(response)}")
-        try:
-            body = response.json()
-        except ValueError:
-            raise AuditAbort(f"GET {path} did not answer JSON") from None
+        body = _json(path, response)
         if not isinstance(body, dict):
             raise AuditAbort(f"GET {path} did not answer a JSON object")
         return body
@@ -185,7 +185,7 @@ class Remote:
             return None
         if response.status_code != 200:
             raise AuditAbort(f"GET {path} answered {response.status_code}: {_detail(response)}")
-        body = response.json()
+        body = _json(path, response)
         return body if isinstance(body, dict) else None
 
     def feed(self, after: int) -> Iterator[Json]:
@@ -197,21 +197,43 @@ class Remote:
                 if response.status_code != 200:
                     response.read()
                     raise AuditAbort(f"GET /v1/events answered {response.status_code}: {_detail(response)}")
-                for line in response.iter_lines():
-                    if line.strip():
-                        try:
-                            item = orjson.loads(line)
-                        except orjson.JSONDecodeError:
-                            raise AuditAbort(f"the feed sent a line that is not JSON: {line[:80]!r}") from None
-                        yield item
+                for line in _lines(response.iter_bytes()):
+                    try:
+                        item = ijson.loads(line)
+                    except InvalidJson as e:
+                        raise AuditAbort(
+                            f"the feed's item after position {after} is not I-JSON, so its readers may differ on "
+                            f"what it says: {e}"
+                        ) from None
+                    if isinstance(item, dict) and type(item.get("position")) is int:
+                        after = item["position"]
+                    yield item
         except httpx.HTTPError as e:
             raise AuditAbort(f"reading the feed failed: {e or type(e).__name__}") from None
 
 
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The non-blank lines of a byte stream, as bytes: the bytes the server sent, not a
+    decoding of them that would mend what is not UTF-8."""
+    rest = b""
+    for chunk in chunks:
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from (line for line in lines if line.strip())
+    if rest.strip():
+        yield rest
+
+
+def _json(path: str, response: httpx.Response) -> Any:
+    try:
+        return ijson.loads(response.content)
+    except InvalidJson as e:
+        raise AuditAbort(f"GET {path} did not answer I-JSON: {e}") from None
+
+
 def _detail(response: httpx.Response) -> str:
     try:
-        body = response.json()
-    except ValueError:
+        body = ijson.loads(response.content)
+    except InvalidJson:
         return response.text[:200]
     return str(body.get("detail") or body) if isinstance(body, dict) else str(body)[:200]
 
@@ -239,14 +261,21 @@ class _Replay:
         if not isinstance(item, dict) or set(item) != {"position", "hash", "body"}:
             raise AuditAbort(f"a feed item after position {self.last_position} is not {{position, hash, body}}")
         position, stated, body = item["position"], item["hash"], item["body"]
-        if not isinstance(position, int) or position <= self.last_position:
+        try:
+            safe_integer(position, "position", minimum=1)
+        except InvalidInput as e:
+            raise AuditAbort(f"a feed item after position {self.last_position}: {e}") from None
+        if position <= self.last_position:
             raise AuditAbort(f"the feed's positions do not increase: {position!r} after {self.last_position}")
         if not isinstance(body, dict) or set(body) != BODY_FIELDS or not isinstance(body["data"], dict):
             raise AuditAbort(f"the body at position {position} does not have the fields {sorted(BODY_FIELDS)}")
         claim_id, version, kind = body["claim_id"], body["version"], body["type"]
-        if not (isinstance(claim_id, str) and isinstance(kind, str) and type(version) is int):
-            raise AuditAbort(f"the body at position {position} does not have a text claim_id and type and an "
-                             "integer version")
+        if not (isinstance(claim_id, str) and isinstance(kind, str)):
+            raise AuditAbort(f"the body at position {position} does not have a text claim_id and type")
+        try:
+            safe_integer(version, "body.version", minimum=1)
+        except InvalidInput as e:
+            raise AuditAbort(f"the body at position {position}: {e}") from None
         self.last_position = position
         self.events += 1
         where = f"position {position} (claim {claim_id} version {version})"

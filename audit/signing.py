@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from domain.canonical import canonical_bytes
 from domain.errors import InvalidInput, LedgerError
+from domain.ijson import MAX_SAFE_INTEGER, safe_integer
 from domain.values import parse_instant
 from store.settings import Database
 
@@ -116,8 +117,7 @@ def sign_checkpoint(
     key: Ed25519PrivateKey, tree_size: int, root_hash_hex: str, timestamp: str
 ) -> dict[str, Any]:
     """A checkpoint of the tree of ``tree_size`` leaves with root ``root_hash_hex``."""
-    if not isinstance(tree_size, int) or isinstance(tree_size, bool) or tree_size < 0:
-        raise InvalidInput(f"tree_size must be a non-negative integer (got {tree_size!r})", "tree_size")
+    safe_integer(tree_size, "tree_size")
     if not isinstance(root_hash_hex, str) or not _ROOT_HASH.fullmatch(root_hash_hex):
         raise InvalidInput(
             f"root_hash must be 64 lowercase hex digits (got {root_hash_hex!r:.80})", "root_hash"
@@ -140,7 +140,7 @@ def verify_checkpoint(checkpoint: Mapping[str, Any], public_key_hex: str) -> boo
     root_hash = checkpoint["root_hash"]
     timestamp = checkpoint["timestamp"]
     signature = checkpoint["signature"]
-    if not (isinstance(tree_size, int) and not isinstance(tree_size, bool) and tree_size >= 0
+    if not (isinstance(tree_size, int) and not isinstance(tree_size, bool) and 0 <= tree_size <= MAX_SAFE_INTEGER
             and isinstance(root_hash, str) and _ROOT_HASH.fullmatch(root_hash)
             and isinstance(timestamp, str) and timestamp
             and isinstance(signature, str) and _SIGNATURE.fullmatch(signature)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class LedgerError(Exception):
     """Base of every error the ledger raises on purpose."""
@@ -91,3 +93,59 @@ class StoreUnavailable(LedgerError):
 
     code = "store-unavailable"
     title = "Store unavailable"
+
+
+class InvalidJson(InvalidInput):
+    """A JSON input that is not I-JSON (RFC 7493), or not JSON at all (HTTP 422).
+
+    `loc` is the offending member's place: names and array indexes from the top, e.g.
+    ``("reported_via", 1, "url")``, rendered as `field` (``reported_via[1].url``).
+    """
+
+    code = "invalid-json"
+    title = "Not I-JSON"
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message, json_path(loc) or None)
+        self.loc = loc
+
+    def __reduce__(self) -> tuple[type, tuple[str, tuple[str | int, ...]]]:  # type: ignore[override]  # its own arguments
+        return type(self), (str(self), self.loc)
+
+
+class MalformedJson(InvalidJson):
+    code = "malformed-json"
+    title = "Malformed JSON"
+
+
+class DuplicateMember(InvalidJson):
+    code = "duplicate-member"
+    title = "Duplicate member name"
+
+
+class LoneSurrogate(InvalidJson):
+    code = "lone-surrogate"
+    title = "Lone surrogate in a string"
+
+
+class InexactNumber(InvalidJson):
+    code = "inexact-number"
+    title = "Number beyond double precision"
+
+
+def json_path(loc: tuple[str | int, ...]) -> str:
+    """A member's place as text: ``party.id``, ``reported_via[1].url``, ``["odd name"]``."""
+    parts: list[str] = []
+    for step in loc:
+        if isinstance(step, int):
+            parts.append(f"[{step}]")
+        elif step.isidentifier() and step.isascii():
+            parts.append(f".{step}" if parts else step)
+        else:
+            parts.append("[" + _quoted(step) + "]")
+    return "".join(parts)
+
+
+def _quoted(name: str) -> str:
+    # ASCII with escapes: a name may hold a lone surrogate, which no answer or log can carry.
+    return json.dumps(name)

@@ -16,8 +16,10 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
+from domain import ijson
 from domain.errors import InvalidInput
 from domain.fold import ClaimStatus, fold_claim, select_events
+from domain.ijson import safe_integer
 from domain.values import MAX_NAME, check_text, claim_ids_for_ref
 from projections.tables import LIVE, Tables
 from store.db import ReadStore
@@ -55,11 +57,9 @@ def encode_cursor(after: int) -> str:
 def decode_cursor(cursor: str) -> int:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        after = json.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
-        if not isinstance(after, int) or after < 0:
-            raise ValueError(after)
-        return after
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        # Any JSON a client sends goes through the one I-JSON parser, a forged cursor too.
+        return safe_integer(ijson.loads(base64.urlsafe_b64decode(padded.encode()))["after"], "after")
+    except (ValueError, KeyError, TypeError, binascii.Error):  # InvalidInput is a ValueError
         raise InvalidInput(
             "cursor is not one this server gave out; pass next_cursor from the previous page unchanged",
             "cursor",

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
 from api.auth import credential_of
+from api.body import JsonRoute
 from api.problems import problem_responses
 from api.routes.deps import (
     ClaimRef,
@@ -29,7 +30,7 @@ from domain.commands import RecordAct
 from domain.ledger import Outcome
 from store.tokens import Credential, Principal, Role
 
-router = APIRouter(prefix="/v1/claims/{id}", tags=["acts"])
+router = APIRouter(prefix="/v1/claims/{id}", tags=["acts"], route_class=JsonRoute)
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ActWritten, "description": "The same act (same act_id and content) was recorded before; "

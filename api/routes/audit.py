@@ -19,6 +19,7 @@ from api.problems import problem_responses
 from api.routes.deps import Services, ServicesDep, consistent_read, require
 from audit.signing import key_path, load_or_create_key, public_key_hex, sign_checkpoint
 from domain.errors import InvalidInput, NotFound
+from domain.ijson import MAX_SAFE_INTEGER
 from domain.values import format_instant
 from store.tokens import Role
 
@@ -99,9 +100,9 @@ def get_checkpoint(svc: ServicesDep) -> Any:
 )
 def get_inclusion_proof(
     svc: ServicesDep,
-    position: Annotated[int, Query(ge=1, le=2**62, description="The event's log position.")],
+    position: Annotated[int, Query(ge=1, le=MAX_SAFE_INTEGER, description="The event's log position.")],
     tree_size: Annotated[int | None, Query(
-        ge=1, le=2**62, description="The tree to prove inclusion in (a checkpoint's tree_size); default: now.",
+        ge=1, le=MAX_SAFE_INTEGER, description="The tree to prove inclusion in (a checkpoint's tree_size); default: now.",
     )] = None,
 ) -> Any:
     merkle = svc.runtime.engine.merkle
@@ -132,8 +133,8 @@ def get_inclusion_proof(
 )
 def get_consistency_proof(
     svc: ServicesDep,
-    from_size: Annotated[int, Query(ge=0, le=2**62, description="The older tree's size (a kept checkpoint's).")],
-    to_size: Annotated[int | None, Query(ge=0, le=2**62, description="The newer tree's size; default: now.")] = None,
+    from_size: Annotated[int, Query(ge=0, le=MAX_SAFE_INTEGER, description="The older tree's size (a kept checkpoint's).")],
+    to_size: Annotated[int | None, Query(ge=0, le=MAX_SAFE_INTEGER, description="The newer tree's size; default: now.")] = None,
 ) -> Any:
     merkle = svc.runtime.engine.merkle
     with svc.runtime.store.reading() as cur:

@@ -10,6 +10,7 @@ import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from api.body import JsonRoute
 from api.problems import problem_responses
 from api.routes.deps import (
     ClaimRef,
@@ -32,7 +33,7 @@ from domain.ledger import Outcome
 from domain.values import parse_as_of
 from store.tokens import Principal, Role
 
-router = APIRouter(prefix="/v1/claims", tags=["claims"])
+router = APIRouter(prefix="/v1/claims", tags=["claims"], route_class=JsonRoute)
 
 READ_PROBLEMS = problem_responses(401, 403, 404, 422, 503)
 AS_OF = (

@@ -23,6 +23,7 @@ from api.metrics import ApiMetrics
 from api.problems import Problem
 from domain.commands import Command
 from domain.errors import StoreUnavailable
+from domain.ijson import MAX_SAFE_INTEGER
 from domain.ledger import Outcome
 from service.forward import WriterHost, WriterLink
 from service.runtime import Runtime
@@ -182,7 +183,7 @@ async def read_access(request: Request, _: Bearer = None) -> Principal | None:
 async def consistent_read(
     request: Request,
     min_position: Annotated[int | None, Query(
-        ge=0, le=2**62,
+        ge=0, le=MAX_SAFE_INTEGER,
         description="Wait (at most 2 s) until projections have reached this log position, "
         "e.g. the `position` a write answered with. 503 when they do not get there in time.",
     )] = None,
@@ -212,9 +213,10 @@ def expected_version(if_match: str | None) -> int | None:
     if if_match is None or if_match.strip() == "*":
         return None
     found = ETAG.fullmatch(if_match.strip())
-    if found is None or int(found.group(1)) < 1:
+    if found is None or not 1 <= int(found.group(1)) <= MAX_SAFE_INTEGER:
         raise Problem(
-            422, 'If-Match must be one strong entity tag as the claim\'s ETag gives it, e.g. "3"',
+            422, 'If-Match must be one strong entity tag as the claim\'s ETag gives it, e.g. "3": a version '
+            f"from 1 to {MAX_SAFE_INTEGER}",
             code="invalid-if-match", title="Invalid If-Match",
         )
     return int(found.group(1))

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from api.problems import problem_responses
 from api.routes.deps import ServicesDep, consistent_read, require
 from api.schemas import FeedPage
+from domain.ijson import MAX_SAFE_INTEGER
 from projections.queries import ReadModels
 from store.tokens import Role
 
@@ -52,7 +53,7 @@ def ndjson_pages(read: ReadModels, first: list[dict[str, Any]], limit: int | Non
 )
 def get_events(
     request: Request, svc: ServicesDep,
-    after: Annotated[int, Query(ge=0, le=2**62, description="Items after this position.")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SAFE_INTEGER, description="Items after this position.")] = 0,
     limit: Annotated[int | None, Query(ge=1, le=10_000, description=f"At most this many (default {DEFAULT_LIMIT}).")] = None,
 ) -> Any:
     read = svc.runtime.read
