@@ -16,19 +16,16 @@ and so that the other checks held, and that no checkpoint was saved.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from audit.remote import AuditReport, audit_ledger
 from domain.values import claim_id_for_key
 from service.runtime import Runtime
+from tests.audit.proxy import Rewrite, TamperingProxy
 from tests.audit.test_audit import SECOND_KEY, Server, rebuild_projections, seed, start_server
 from tests.audit.test_verify import changed_quote, execute_on_store, rehash, rewrite_state, stored_id
 from tests.conftest import new_database_url
@@ -40,52 +37,6 @@ FIRST_USE = "no checkpoint kept yet: trusting the server's public key on first u
 # The seed (tests/audit/test_audit.py): positions 1, 2, 4, 6 are the first claim's versions
 # 1-4 (registered, Elton John asserts, Peskov denies, Elton John retracts); 3 and 5 the second's.
 DENIAL_POSITION, SECOND_ASSERTION_POSITION = 4, 5
-
-Rewrite = Callable[[str, bytes], bytes]  # (path, upstream body) -> the body served
-
-
-class TamperingProxy:
-    """An HTTP proxy in front of a ledger that passes GETs through, `rewrite` changing each
-    answer's body on its way back; it counts the answers it changed."""
-
-    def __init__(self, upstream: str, rewrite: Rewrite) -> None:
-        self.upstream = upstream
-        self.changed = 0
-        lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                forwarded = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "accept")}
-                answer = httpx.get(proxy.upstream + self.path, headers=forwarded, timeout=30)
-                body = rewrite(urlsplit(self.path).path, answer.content) if answer.status_code == 200 else answer.content
-                if body != answer.content:
-                    with lock:
-                        proxy.changed += 1
-                self.send_response(answer.status_code)
-                self.send_header("Content-Type", answer.headers.get("content-type", "application/json"))
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 def feed_items(body: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in body.splitlines() if line.strip()]

@@ -12,65 +12,28 @@ proxy in front of it rewrites its answers in flight.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import pytest
 
 from audit.remote import audit_ledger
+from tests.audit.proxy import Rewrite, TamperingProxy
 from tests.audit.test_audit import Server, seed, start_server
 from tests.conftest import new_database_url
 
-Rewrite = Callable[[str, bytes], bytes]  # (path, the server's answer) -> what the proxy serves
 FORGED_QUOTE = b'"quote":"I never spoke to President Putin",'
 
 
-class RewritingProxy:
-    """Passes GETs on to a ledger and serves its answers as `rewrite` changes them."""
-
-    def __init__(self, upstream: str) -> None:
-        self.rewrite: Rewrite = lambda path, body: body
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # the name http.server calls
-                headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "accept")}
-                answer = httpx.get(upstream + self.path, headers=headers, timeout=30)
-                body = proxy.rewrite(urlsplit(self.path).path, answer.content)
-                self.send_response(answer.status_code)
-                self.send_header("Content-Type", answer.headers.get("content-type", "application/json"))
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, RewritingProxy]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, TamperingProxy]]:
     workdir = tmp_path_factory.mktemp("audit-ijson")
     url = new_database_url("sqlite", workdir)
     seed(url)
     server = start_server(url, workdir)
-    proxy = RewritingProxy(server.base)
+    proxy = TamperingProxy(server.base)
     try:
         server.wait_projected()
         yield server, proxy
@@ -92,7 +55,7 @@ def on_feed_line(position: int, change: Callable[[bytes], bytes]) -> Rewrite:
     return rewrite
 
 
-def audit_through(served: tuple[Server, RewritingProxy], rewrite: Rewrite, kept: Path) -> list[str]:
+def audit_through(served: tuple[Server, TamperingProxy], rewrite: Rewrite, kept: Path) -> list[str]:
     server, proxy = served
     proxy.rewrite = rewrite
     try:
@@ -104,7 +67,7 @@ def audit_through(served: tuple[Server, RewritingProxy], rewrite: Rewrite, kept:
 
 
 def test_a_feed_item_with_a_member_named_twice_is_refused_naming_it_though_its_hash_holds(
-    served: tuple[Server, RewritingProxy], tmp_path: Path,
+    served: tuple[Server, TamperingProxy], tmp_path: Path,
 ) -> None:
     server, proxy = served
     assert audit_ledger(proxy.base, tmp_path / "honest.json", token=server.token).ok  # the proxy alone changes nothing
@@ -128,7 +91,7 @@ def test_a_feed_item_with_a_member_named_twice_is_refused_naming_it_though_its_h
 
 
 def test_a_checkpoint_with_a_member_named_twice_is_refused_though_its_signature_holds(
-    served: tuple[Server, RewritingProxy], tmp_path: Path,
+    served: tuple[Server, TamperingProxy], tmp_path: Path,
 ) -> None:
     def forge(path: str, body: bytes) -> bytes:
         return body.replace(b"{", b'{"tree_size":2,', 1) if path == "/v1/audit/checkpoint" else body
@@ -146,7 +109,7 @@ def test_a_checkpoint_with_a_member_named_twice_is_refused_though_its_signature_
     (b"9007199254740992", "position must be an integer from 1 to 9007199254740991"),
 ])
 def test_a_feed_position_past_2_to_the_53_minus_1_is_refused(
-    served: tuple[Server, RewritingProxy], tmp_path: Path, position: bytes, found: str,
+    served: tuple[Server, TamperingProxy], tmp_path: Path, position: bytes, found: str,
 ) -> None:
     def forge(line: bytes) -> bytes:
         return line.replace(b'"position":1,', b'"position":' + position + b",", 1)
