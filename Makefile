@@ -20,7 +20,7 @@ serve: $(STAMP)
 	$(VENV)/bin/claims serve
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check domain store projections audit service api cli fixtures bench tests
+	$(VENV)/bin/ruff check domain client formats witness store projections audit service api web cli fixtures bench tests
 	$(VENV)/bin/mypy
 
 # The HTTP tests run a second time with the API's fast lane off: every request then goes

@@ -16,14 +16,24 @@ REPO = Path(__file__).resolve().parents[1]
 # Each room and the rooms it may import: dependencies point inwards.
 MAY_IMPORT: dict[str, set[str]] = {
     "domain": set(),
+    "client": {"domain"},
+    "formats": {"domain"},
+    "witness": {"domain"},
     "store": {"domain"},
     "projections": {"domain", "store"},
-    "audit": {"domain", "store", "projections"},
-    "service": {"domain", "store", "projections", "audit"},
+    "audit": {"domain", "store", "projections", "client"},
+    "service": {"domain", "store", "projections", "audit", "client", "witness"},
     "fixtures": {"domain", "store", "projections", "service"},
-    "api": {"domain", "store", "projections", "audit", "service"},
-    "cli": {"domain", "store", "projections", "audit", "service", "api", "fixtures"},
-    "bench": {"domain", "store", "projections", "audit", "service", "api", "fixtures", "cli"},
+    "api": {"domain", "store", "projections", "audit", "service", "formats"},
+    "web": {"domain", "store", "projections", "audit", "service", "api", "formats"},
+    "cli": {
+        "domain", "store", "projections", "audit", "service", "api", "fixtures", "client", "formats",
+        "witness", "web",
+    },
+    "bench": {
+        "domain", "store", "projections", "audit", "service", "api", "fixtures", "cli", "client",
+        "formats", "witness", "web",
+    },
 }
 ROOMS = set(MAY_IMPORT)
 
@@ -38,7 +48,10 @@ LIBRARY_INTERNALS = {
 LIBRARY_ADAPTER = REPO / "domain" / "library.py"
 
 # Tests live in the folder of the layer they test; reliability and the root test the whole.
-TEST_LAYERS = {"domain", "store", "projections", "audit", "service", "api", "cli", "fixtures"}
+TEST_LAYERS = {
+    "domain", "store", "projections", "audit", "service", "api", "cli", "fixtures", "client", "formats",
+    "witness", "web",
+}
 
 
 def sources(*rooms: str) -> Iterator[Path]:

@@ -1,0 +1,1 @@
+"""A Python client for a claims ledger served over HTTP (sync and async, on httpx)."""

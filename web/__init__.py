@@ -1,0 +1,1 @@
+"""Pages for people: the same projections as the API, rendered as HTML."""
