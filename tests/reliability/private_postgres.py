@@ -1,9 +1,10 @@
 """A private PostgreSQL cluster a test may crash: made with initdb in a temporary directory,
-served on a free port, stopped with `pg_ctl stop -m immediate`, started again, removed.
+served on a free port, stopped (`pg_ctl stop -m fast`) or crashed (`-m immediate`), started
+again, removed.
 
-tests/reliability/postgres.py stops the shared server (the one POSTGRES_URL names, which
-other tests use at the same time); a test that crashes PostgreSQL, or runs it with settings
-of its own, makes its own cluster here instead. Without PostgreSQL's server programs
+No test stops the shared server (the one POSTGRES_URL names): other tests use it at the same
+time. A test that stops or crashes PostgreSQL, or runs it with settings of its own, makes its
+own cluster here instead. Without PostgreSQL's server programs
 (`initdb`, `pg_ctl`) the test fails under CI (CI=true) and is skipped elsewhere.
 """
 
@@ -90,6 +91,18 @@ class PrivateCluster:
         stopped = self.run("pg_ctl", "stop", "-m", "immediate", "-w", "-D", str(self.data))
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert not self.accepting()
+
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """`pg_ctl stop -m fast` (sessions are cut, the server shuts down cleanly) inside the
+        block, running again after it however the block ends."""
+        halted = self.run("pg_ctl", "stop", "-m", "fast", "-w", "-D", str(self.data))
+        assert halted.returncode == 0, halted.stdout + halted.stderr
+        assert not self.accepting()
+        try:
+            yield
+        finally:
+            self.start()
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -1,8 +1,9 @@
 """PostgreSQL stopped under load, then started again, under a running `claims serve`.
 
 tests/api/test_outage.py cuts a proxy in front of the database for an in-process app;
-here the real server is stopped (`pg_ctlcluster ... stop -m fast`) while clients write and
-read over HTTP, for a few seconds. While it is down every answer is a prompt 503 problem
+here a real PostgreSQL server is stopped (`pg_ctl stop -m fast`) while clients write and
+read over HTTP, for a few seconds. It is a private cluster (tests/reliability/private_postgres.py):
+the shared test server keeps serving every other test, which may run at the same time. While it is down every answer is a prompt 503 problem
 document and /healthz says why; once it is back the same server process — API and
 projection engine — recovers by itself, and every write a client retries with its
 Idempotency-Key is recorded once.
@@ -13,12 +14,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import drop_schema, new_database_url
 from tests.reliability.checks import (
     assert_acknowledged_writes_stored,
     assert_each_act_stored_once,
@@ -27,7 +26,7 @@ from tests.reliability.checks import (
     stored_events,
 )
 from tests.reliability.conftest import StartServer
-from tests.reliability.postgres import local_cluster, postgres_stopped
+from tests.reliability.private_postgres import PrivateCluster, private_cluster
 from tests.reliability.server import make_token, wait_until
 from tests.reliability.workload import (
     HOT_KEY,
@@ -51,11 +50,14 @@ OUTAGE_SECONDS = 4.5
 
 
 @pytest.fixture
-def postgres_url(tmp_path: Path) -> Iterator[str]:
-    local_cluster()
-    url = new_database_url("postgres", tmp_path)
-    yield url
-    drop_schema(url)
+def cluster() -> Iterator[PrivateCluster]:
+    with private_cluster() as pg:
+        yield pg
+
+
+@pytest.fixture
+def postgres_url(cluster: PrivateCluster) -> str:
+    return cluster.url("outage")
 
 
 class OutageClients:
@@ -98,7 +100,7 @@ class OutageClients:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_while_postgresql_is_stopped_answers_are_prompt_503_problems_and_the_server_recovers_losing_nothing(
-    postgres_url: str, start_server: StartServer
+    cluster: PrivateCluster, postgres_url: str, start_server: StartServer
 ) -> None:
     server = start_server(postgres_url, extra_env={"LEDGER_WRITE_TIMEOUT": str(WRITE_TIMEOUT)})
     _, token = make_token(postgres_url, "recorder")
@@ -116,7 +118,7 @@ def test_while_postgresql_is_stopped_answers_are_prompt_503_problems_and_the_ser
         t.start()
     try:
         wait_until(lambda: sum(a.ok for a in clients.answers) >= 20, 60, "writes flow before the outage")
-        with postgres_stopped():
+        with cluster.stopped():
             down_at = time.monotonic()
             time.sleep(OUTAGE_SECONDS)
             restart_at = time.monotonic()
