@@ -240,10 +240,12 @@ TABLES = (
     _Table("subjects", ("subject", "claim_id"), ("subject", "claim_id", "reg_position")),
     _Table("stances", ("holder_id", "claim_id"), ("holder_id", "claim_id", "party_id", "stance", "act_id",
                                                   "said_at", "reg_position", "item")),
+    _Table("reviews", ("reviewer_id", "claim_id"), ("reviewer_id", "claim_id", "act_id", "reg_position", "item")),
     _Table("history", ("position",), ("position", "claim_id", "version", "type", "act_id", "hash", "body")),
     _Table("search", ("claim_id",), ("claim_id", "statement")),
     _Table("merkle_leaves", ("leaf_index",), ("leaf_index", "position", "hash")),
     _Table("merkle_nodes", ("level", "idx"), ("level", "idx", "hash")),
+    _Table("merkle_tiles", ("level", "idx"), ("level", "idx", "data")),
 )
 JSON_COLUMNS = frozenset({"view", "item", "body"})
 

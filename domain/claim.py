@@ -29,7 +29,8 @@ def new_act_id(prefix: str) -> str:
 
 
 class Claim(Aggregate):
-    """A proposition, and what parties asserted, denied, retracted — and what was voided."""
+    """A proposition, and what parties asserted, denied, retracted — what fact-checkers
+    concluded of it, and what was voided."""
 
     class Event(Aggregate.Event):
         """Every claim event stores its data exactly as hashed (JCS text), and its hashes.
@@ -85,6 +86,9 @@ class Claim(Aggregate):
     class ActVoided(Event):
         TYPE, OP = "ActVoided", "void"
 
+    class Reviewed(Event):
+        TYPE, OP = "Reviewed", "review"
+
     def __init__(self) -> None:
         self.fold = ClaimFold()
 
@@ -125,7 +129,7 @@ class Claim(Aggregate):
     # The one command on a registered claim. It returns the act as held, which is an older
     # act when the command is an idempotent retry of one already recorded.
     def record_act(self, op: str, data: Json, recorded_at: datetime | None = None) -> ActState:
-        """Record an assertion, denial, retraction or void (`op`) with its validated data."""
+        """Record an assertion, denial, retraction, void or review (`op`) with its validated data."""
         event_class = ACT_EVENT_OF_OP[op]
         data = {**data, "act_id": data.get("act_id") or new_act_id(op)}
         existing = self.check_new_act_id(event_class, data)
@@ -155,15 +159,20 @@ class Claim(Aggregate):
         target = self.fold.acts.get(act_id)
         if target is None:
             raise UnknownAct(f"claim {self.key!r} holds no act {act_id!r} to retract")
-        if not target.is_stance:
+        if not target.is_stance and not target.is_review:
             raise NotRetractable(
-                f"act {act_id!r} is a {target.type} act; only assertions and denials can be retracted"
+                f"act {act_id!r} is a {target.type} act; only assertions, denials and reviews can be retracted"
             )
         if target.voided_by:
             raise NotRetractable(f"act {act_id!r} was voided by {target.voided_by!r}; it cannot be retracted")
         if target.retracted_by:
             raise NotRetractable(f"act {act_id!r} was already retracted by {target.retracted_by!r}")
         allowed = {p["id"] for p in (target.holder, target.party) if p}
+        if target.is_review and party["id"] not in allowed:
+            raise NotRetractable(
+                f"party {party['id']!r} cannot retract review {act_id!r}: only its reviewer "
+                f"({', '.join(sorted(allowed))}) may; staff void a review recorded in error"
+            )
         if party["id"] not in allowed:
             raise NotRetractable(
                 f"party {party['id']!r} cannot retract act {act_id!r}: only its holder or the "
@@ -261,7 +270,7 @@ _CLAIM_TOPIC = get_topic(Claim)
 
 # The one map between the ops callers name and the events that record them.
 EVENT_CLASSES: tuple[type[Claim.Event], ...] = (
-    Claim.Registered, Claim.Asserted, Claim.Denied, Claim.Retracted, Claim.ActVoided,
+    Claim.Registered, Claim.Asserted, Claim.Denied, Claim.Retracted, Claim.ActVoided, Claim.Reviewed,
 )
 EVENT_OF_OP: dict[str, type[Claim.Event]] = {cls.OP: cls for cls in EVENT_CLASSES}
 OP_OF_TYPE: dict[str, str] = {cls.TYPE: cls.OP for cls in EVENT_CLASSES}

@@ -14,12 +14,14 @@ from domain.values import (
     MAX_TEXT,
     check_language,
     check_party,
+    check_rating,
     check_said_at,
     check_slug,
     check_source,
     check_sources,
     check_subjects,
     check_text,
+    check_web_url,
     key_from_statement,
 )
 
@@ -31,6 +33,7 @@ ACT_FIELDS: dict[str, set[str]] = {
     "deny": {"act_id", "party", "on_behalf_of", "said_at", "source", "reported_via", "quote", "note"},
     "retract": {"act_id", "retracts", "party", "said_at", "source", "reason"},
     "void": {"act_id", "voids", "reason"},
+    "review": {"act_id", "reviewer", "rating", "url", "reviewed_at", "summary"},
 }
 
 
@@ -59,7 +62,7 @@ class RegisterClaim:
 
 @dataclass(frozen=True)
 class RecordAct:
-    """An assertion, denial, retraction or void on the claim named by id or key."""
+    """An assertion, denial, retraction, void or review on the claim named by id or key."""
 
     op: str  # one of ACT_EVENT_OF_OP
     claim: str
@@ -96,6 +99,14 @@ class RecordAct:
                 said_at=check_said_at(fields.get("said_at")),
                 source=check_source(fields.get("source"), "source"),
                 reason=check_text(fields.get("reason"), "reason", max_len=MAX_TEXT),
+            )
+        elif op == "review":
+            data.update(
+                reviewer=check_party(fields.get("reviewer"), "reviewer"),
+                rating=check_rating(fields.get("rating")),
+                url=check_web_url(fields.get("url"), "url"),
+                reviewed_at=check_said_at(fields.get("reviewed_at"), "reviewed_at"),
+                summary=check_text(fields.get("summary"), "summary", max_len=MAX_TEXT),
             )
         else:
             data.update(

@@ -1,4 +1,4 @@
-"""The one definition of how a claim's events fold into stances and a status.
+"""The one definition of how a claim's events fold into stances, a status and reviews.
 
 Everything that shows a status — the aggregate's rule checks, the projections, time
 travel, fixture checks and the auditor's local rebuild — folds event bodies through
@@ -35,13 +35,21 @@ class Stance(StrEnum):
 
 
 STANCE_OF_TYPE = {"Asserted": Stance.ASSERTS, "Denied": Stance.DENIES}
-SAID_TYPES = ("Asserted", "Denied", "Retracted")
+REVIEW = "Reviewed"
+# The acts with a time on the said axis, and the field that holds it: for a review, when the
+# reviewer published it (reviewed_at), the said-time of a verdict.
+SAID_FIELD = {"Asserted": "said_at", "Denied": "said_at", "Retracted": "said_at", REVIEW: "reviewed_at"}
 COUNTED = {"Asserted": "assertions", "Denied": "denials", "Retracted": "retractions", "ActVoided": "voids"}
+ACT_TYPES = frozenset({*COUNTED, REVIEW})
+RATING_ORDER = ("text", "value", "best", "worst")
 
 
 @dataclass(slots=True)
 class ActState:
-    """What the fold remembers of one act (assertion, denial, retraction or void)."""
+    """What the fold remembers of one act (assertion, denial, retraction, void or review).
+
+    A review's party and holder are its reviewer, its said_at its reviewed_at, and
+    `review` its entry in the claim's `reviews`."""
 
     act_id: str
     type: str
@@ -54,6 +62,7 @@ class ActState:
     retracted_by: str | None = None
     voided_by: str | None = None
     data: Json = field(default_factory=dict)
+    review: Json | None = None
 
     @property
     def order(self) -> tuple[datetime, int]:
@@ -65,22 +74,52 @@ class ActState:
     def is_stance(self) -> bool:
         return self.type in STANCE_OF_TYPE
 
+    @property
+    def is_review(self) -> bool:
+        return self.type == REVIEW
+
+    @property
+    def standing(self) -> bool:
+        return not self.retracted_by and not self.voided_by
+
     def copy(self) -> ActState:
         """A copy whose retraction/void marks can change; the event data is never mutated."""
         return ActState(
             self.act_id, self.type, self.version, self.party, self.holder, self.said_at, self.moment,
-            self.target, self.retracted_by, self.voided_by, self.data,
+            self.target, self.retracted_by, self.voided_by, self.data, self.review,
         )
 
 
-def said_instant(data: Json, recorded_at: str) -> datetime:
-    """When an act was said, on the said axis: recorded_at where said_at is unknown."""
-    said_at = data.get("said_at")
+def said_instant(data: Json, recorded_at: str, field: str = "said_at") -> datetime:
+    """When an act was said, on the said axis: recorded_at where its said time (`field`:
+    said_at, a review's reviewed_at) is unknown."""
+    said_at = data.get(field)
     return instant_of(said_at if said_at else recorded_at)
 
 
+def review_entry(act_id: str, version: int, recorded_at: str, data: Json) -> Json:
+    """A review as the claim's `reviews` list shows it (summary only when given), its
+    rating's members in a fixed order (stored data has its keys sorted)."""
+    rating = data.get("rating")
+    rating = rating if isinstance(rating, dict) else {}
+    entry: Json = {
+        "act_id": act_id, "reviewer": data.get("reviewer"),
+        "rating": {name: rating[name] for name in RATING_ORDER if name in rating},
+        "url": data.get("url"), "reviewed_at": data.get("reviewed_at"),
+    }
+    if data.get("summary") is not None:
+        entry["summary"] = data["summary"]
+    entry["version"] = version
+    entry["recorded_at"] = recorded_at
+    return entry
+
+
 class ClaimFold:
-    """Folds one claim's event bodies, in version order, into its current view."""
+    """Folds one claim's event bodies, in version order, into its current view.
+
+    Reviews are fact-checkers' verdicts, not stances: they never change the status. The
+    claim's `reviews` hold each reviewer's latest standing review (neither retracted nor
+    voided), by reviewed_at (recorded_at where unknown), then version."""
 
     # Each act's data is kept for the aggregate's idempotent-retry check; a read model
     # folding millions of acts has no use for it.
@@ -104,6 +143,8 @@ class ClaimFold:
         self._holders: dict[str, dict[str, ActState]] = {}
         self._stance_of: dict[str, Json | None] = {}
         self._holder_order: list[str] | None = []
+        # Each reviewer's reviews (retracted and voided ones too).
+        self._reviewers: dict[str, dict[str, ActState]] = {}
 
     @property
     def registered(self) -> bool:
@@ -118,9 +159,12 @@ class ClaimFold:
         clone.counts = dict(self.counts)
         clone.acts = {act_id: act.copy() for act_id, act in self.acts.items()}
         clone._holders = {}
+        clone._reviewers = {}
         for act in clone.acts.values():
             if act.is_stance and act.holder:
                 clone._holders.setdefault(act.holder["id"], {})[act.act_id] = act
+            elif act.is_review and act.holder:
+                clone._reviewers.setdefault(act.holder["id"], {})[act.act_id] = act
         clone._stance_of = dict(self._stance_of)
         return clone
 
@@ -143,12 +187,20 @@ class ClaimFold:
             self.subjects = list(data.get("subjects") or [])
             self.registered_at = body["recorded_at"]
             return
-        if kind not in COUNTED:
+        if kind not in ACT_TYPES:
             return
-        self.counts[COUNTED[kind]] += 1
+        if kind in COUNTED:
+            self.counts[COUNTED[kind]] += 1
         kept = data if self.keeps_data else {}
         act_id = data.get("act_id") or f"v{body['version']}"
-        if kind in STANCE_OF_TYPE:
+        if kind == REVIEW:
+            reviewer = data.get("reviewer")
+            act = ActState(
+                act_id, kind, body["version"], reviewer, reviewer, data.get("reviewed_at"),
+                data.get("reviewed_at") or body["recorded_at"], data=kept,
+                review=review_entry(act_id, body["version"], body["recorded_at"], data),
+            )
+        elif kind in STANCE_OF_TYPE:
             act = ActState(
                 act_id, kind, body["version"], data.get("party"),
                 data.get("on_behalf_of") or data.get("party"), data.get("said_at"),
@@ -161,7 +213,7 @@ class ClaimFold:
                 target=data.get("retracts"), data=kept,
             )
             target = self.acts.get(act.target or "")
-            if target is not None and target.is_stance and not target.retracted_by and not target.voided_by:
+            if target is not None and (target.is_stance or target.is_review) and target.standing:
                 target.retracted_by = act_id
                 self._touch(target)
         else:  # ActVoided
@@ -182,7 +234,12 @@ class ClaimFold:
         if replaced is not None and replaced.is_stance and replaced.holder:  # a broken history only
             self._holders.get(replaced.holder["id"], {}).pop(act_id, None)
             self._touch(replaced)
+        elif replaced is not None and replaced.is_review and replaced.holder:
+            self._reviewers.get(replaced.holder["id"], {}).pop(act_id, None)
         self.acts[act_id] = act
+        if act.is_review and act.holder:
+            self._reviewers.setdefault(act.holder["id"], {})[act_id] = act
+            return
         if act.is_stance and act.holder:
             holder_id = act.holder["id"]
             acts = self._holders.get(holder_id)
@@ -228,14 +285,31 @@ class ClaimFold:
             "act_id": retraction.act_id, "said_at": retraction.said_at,
         }
 
+    @property
+    def reviewed(self) -> bool:
+        """Whether any review (standing or not) was folded in."""
+        return bool(self._reviewers)
+
+    def reviews(self) -> list[Json]:
+        """Each reviewer's latest standing review, by reviewer id."""
+        reviews = []
+        for reviewer_id in sorted(self._reviewers):
+            standing = [a for a in self._reviewers[reviewer_id].values() if a.standing]
+            if standing:
+                latest = standing[0] if len(standing) == 1 else max(standing, key=lambda a: a.order)
+                assert latest.review is not None
+                reviews.append(latest.review)
+        return reviews
+
     def view(self) -> Json:
         """The claim's read shape (GET /v1/claims/{id})."""
         stances = self.stances()
+        reviews = self.reviews()
         return {
             "id": self.claim_id, "key": self.key, "statement": self.statement,
             "language": self.language, "subjects": list(self.subjects),
-            "status": str(status_of(stances)), "stances": stances,
-            "counts": dict(self.counts), "version": self.version,
+            "status": str(status_of(stances)), "stances": stances, "reviews": reviews,
+            "counts": {**self.counts, "reviews": len(reviews)}, "version": self.version,
             "registered_at": self.registered_at, "updated_at": self.updated_at,
         }
 
@@ -265,7 +339,7 @@ def select_events(
 
     ``version`` and ``recorded_as_of`` cut the history as the ledger knew it;
     ``said_as_of`` keeps the acts said by then (voids always count: the party never
-    said the voided act).
+    said the voided act), reviews by when they were published (reviewed_at).
     """
     chosen = []
     for body in bodies:
@@ -274,8 +348,8 @@ def select_events(
         if recorded_as_of is not None and instant_of(body["recorded_at"]) > recorded_as_of:
             continue
         said_later = (
-            said_as_of is not None and body["type"] in SAID_TYPES
-            and said_instant(body["data"], body["recorded_at"]) > said_as_of
+            said_as_of is not None and body["type"] in SAID_FIELD
+            and said_instant(body["data"], body["recorded_at"], SAID_FIELD[body["type"]]) > said_as_of
         )
         if not said_later:
             chosen.append(body)

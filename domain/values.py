@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import math
 import re
 import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 from typing import Any
+from urllib.parse import urlsplit
 
 from domain.errors import InvalidInput
 
@@ -25,6 +27,8 @@ DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 PARTY_FIELDS = frozenset({"id", "name"})
 SOURCE_FIELDS = frozenset({"url", "outlet", "title", "published_at"})
+RATING_FIELDS = frozenset({"text", "value", "best", "worst"})
+WEB_SCHEMES = frozenset({"http", "https"})
 DATE_TIME = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
 )
@@ -42,6 +46,8 @@ MAX_TEXT = 10_000
 MAX_URL = 2048
 MAX_SUBJECTS = 50
 MAX_REPORTED_VIA = 20
+MAX_RATING = 200  # a rating's text as published: "False", "Pants on Fire", "Unproven"
+MAX_RATING_NUMBER = 1e9  # bounds a rating's numbers far beyond any published scale
 MAX_CACHED_REF = 128  # longer than any key, and than an id in its usual forms
 
 Json = dict[str, Any]
@@ -192,6 +198,90 @@ def check_sources(value: object, field: str) -> list[Json]:
             raise InvalidInput(f"{field}[{i}] must be a source object, not null", field)
         out.append(source)
     return out
+
+
+def check_web_url(value: object, field: str) -> str:
+    """An absolute http(s) URL with a host, at most MAX_URL characters."""
+    text = check_text(value, field, max_len=MAX_URL, optional=False)
+    assert text is not None
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+        parts.port  # noqa: B018 (reading it checks it: a port must be a number up to 65535)
+    except ValueError:  # e.g. an unclosed IPv6 bracket or a port that is not a number
+        parts, host = None, None
+    if (
+        parts is None or parts.scheme.lower() not in WEB_SCHEMES or not host
+        or any(c.isspace() for c in text)
+    ):
+        raise InvalidInput(
+            f"{field} must be an absolute http or https URL with a host, such as "
+            f"https://www.example.org/fact-check/1 (got {text!r:.80})",
+            field,
+        )
+    return text
+
+
+def check_rating(value: object, field: str = "rating") -> Json:
+    """A review's rating: ``{text, value?, best?, worst?}``.
+
+    ``text`` is the verdict as published (1-200 characters). The numbers place it on the
+    reviewer's scale: ``best`` and ``worst`` come together or not at all (a scale has two
+    ends, and they differ); ``value`` needs them (a number on an unknown scale says nothing)
+    and lies between them, inclusive. Either end may be the larger (some scales count down).
+    Only the members given are kept; an integral number is kept as an integer.
+    """
+    if value is None:
+        raise InvalidInput(
+            f"{field} is required: an object {{\"text\": the verdict as published, \"value\"?, \"best\"?, "
+            "\"worst\"?}",
+            field,
+        )
+    if type(value) is not dict and not isinstance(value, Mapping):
+        raise InvalidInput(f"{field} must be an object {{\"text\", \"value\"?, \"best\"?, \"worst\"?}}", field)
+    if not RATING_FIELDS.issuperset(value):
+        extra = value.keys() - RATING_FIELDS
+        raise InvalidInput(f"{field} has unknown fields {sorted(extra)}; allowed: text, value, best, worst", field)
+    text = check_text(value.get("text"), f"{field}.text", max_len=MAX_RATING, min_len=1, optional=False)
+    rating: Json = {"text": text}
+    numbers = {name: _rating_number(value.get(name), f"{field}.{name}") for name in ("value", "best", "worst")}
+    best, worst, number = numbers["best"], numbers["worst"], numbers["value"]
+    if (best is None) != (worst is None):
+        raise InvalidInput(
+            f"{field}.best and {field}.worst come together: give both ends of the reviewer's scale, or neither",
+            f"{field}.{'worst' if worst is None else 'best'}",
+        )
+    if best is not None and best == worst:
+        raise InvalidInput(f"{field}.best and {field}.worst must differ (both are {best})", f"{field}.best")
+    if number is not None:
+        if best is None or worst is None:
+            raise InvalidInput(
+                f"{field}.value needs {field}.best and {field}.worst: a number says nothing without its scale",
+                f"{field}.value",
+            )
+        if not min(best, worst) <= number <= max(best, worst):
+            raise InvalidInput(
+                f"{field}.value {number} is outside the scale from worst {worst} to best {best}", f"{field}.value"
+            )
+    for name in ("value", "best", "worst"):
+        if numbers[name] is not None:
+            rating[name] = numbers[name]
+    return rating
+
+
+def _rating_number(value: object, field: str) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{field} must be a number (got {value!r:.40})", field)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput(f"{field} must be a finite number", field)
+        if value.is_integer():
+            value = int(value)
+    if abs(value) > MAX_RATING_NUMBER:
+        raise InvalidInput(f"{field} must lie between -{MAX_RATING_NUMBER:,.0f} and {MAX_RATING_NUMBER:,.0f}", field)
+    return value
 
 
 def format_instant(moment: datetime) -> str:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
+
 from store.db import Cursor
 
 LIVE = "rm_"
 REBUILD = "rb_"
 RETIRED = "rt_"  # the tables a rebuild swapped out, until they are dropped
-BASES = ("claims", "subjects", "stances", "history", "tracking", "search")
+BASES = ("claims", "subjects", "stances", "history", "tracking", "search", "reviews")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,12 @@ class Tables:
         return f"{self.prefix}stances"
 
     @property
+    def reviews(self) -> str:
+        """Each reviewer's standing review of each claim (the claim view's `reviews`), for
+        the reviewer's party page."""
+        return f"{self.prefix}reviews"
+
+    @property
     def history(self) -> str:
         return f"{self.prefix}history"
 
@@ -49,7 +57,7 @@ class Tables:
         return f"{self.prefix}search"
 
     def all(self, backend: str) -> list[str]:
-        return [self.claims, self.subjects, self.stances, self.history, self.tracking, self.search]
+        return [self.claims, self.subjects, self.stances, self.history, self.tracking, self.search, self.reviews]
 
     def create(self, cur: Cursor, generation: int, *, indexes: bool = True) -> None:
         """The tables, unless they exist; `indexes=False` leaves out the secondary indexes
@@ -76,6 +84,7 @@ class Tables:
             f" stance TEXT NOT NULL, act_id TEXT NOT NULL, said_at TEXT, reg_position {big} NOT NULL,"
             " item TEXT NOT NULL)"
         )
+        self._create_reviews(cur)
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {self.history} ("
             f" position {big} PRIMARY KEY, claim_id TEXT NOT NULL, version INTEGER NOT NULL,"
@@ -118,6 +127,25 @@ class Tables:
         cur.execute(
             f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.stances}_pos ON {self.stances} (holder_id, reg_position)"
         )
+        self.create_review_indexes(cur, generation)
+
+    def _create_reviews(self, cur: Cursor) -> None:
+        big = "BIGINT" if cur.backend == "postgres" else "INTEGER"
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.reviews} ("
+            " reviewer_id TEXT NOT NULL, claim_id TEXT NOT NULL, act_id TEXT NOT NULL,"
+            f" reg_position {big} NOT NULL, item TEXT NOT NULL)"
+        )
+
+    def create_review_indexes(self, cur: Cursor, generation: int) -> None:
+        g = f"g{generation}"
+        cur.execute(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{g}_{self.reviews}_key ON {self.reviews} (reviewer_id, claim_id)"
+        )
+        cur.execute(
+            f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.reviews}_pos ON {self.reviews} (reviewer_id, reg_position)"
+        )
+        cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{g}_{self.reviews}_claim ON {self.reviews} (claim_id)")
 
     def _create_search(self, cur: Cursor) -> None:
         if cur.backend == "postgres":
@@ -135,11 +163,17 @@ class Tables:
 
     def upgrade(self, cur: Cursor) -> None:
         """Bring tables an earlier version made to this version's layout, in the caller's
-        transaction (processes opening a ledger do this one at a time: runtime.py). On
-        PostgreSQL, the statement's tsvector moves from `claims` to its own `search` table
-        (the same words, so the same searches find the same claims), and the view column
-        takes lz4 for the values written from now on."""
-        if cur.backend != "postgres" or not self._exists(cur):
+        transaction (processes opening a ledger do this one at a time: runtime.py). Tables
+        made before reviews gain the `reviews` table, and their stored claim views the
+        (empty) `reviews` and `counts.reviews` of this version's fold: no event of an
+        earlier version is a review. On PostgreSQL, the statement's tsvector moves from
+        `claims` to its own `search` table (the same words, so the same searches find the
+        same claims), and the view column takes lz4 for the values written from now on."""
+        if not self._exists(cur):
+            return
+        if not self._has(cur, self.reviews):
+            self._add_reviews(cur)
+        if cur.backend != "postgres":
             return
         old = cur.execute(
             "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
@@ -161,11 +195,37 @@ class Tables:
         )
         cur.execute(f"ALTER TABLE {self.claims} DROP COLUMN tsv")  # its GIN index goes with it
 
+    def _add_reviews(self, cur: Cursor) -> None:
+        """The reviews table, and every stored view given the fields reviews added, in the
+        order the fold writes them (the fast lane serves the stored text as it is)."""
+        row = cur.execute(f"SELECT max(generation) FROM {self.tracking}").fetchone()
+        generation = int(row[0]) if row and row[0] is not None else 0
+        self._create_reviews(cur)
+        self.create_review_indexes(cur, generation)
+        views = cur.execute(f"SELECT claim_id, view FROM {self.claims}").fetchall()
+        changed = []
+        for claim_id, text in views:
+            view = orjson.loads(text)
+            if "reviews" in view:
+                continue
+            upgraded = {}
+            for name, value in view.items():
+                upgraded[name] = {**value, "reviews": 0} if name == "counts" else value
+                if name == "stances":
+                    upgraded["reviews"] = []
+            changed.append((orjson.dumps(upgraded).decode(), claim_id))
+        if changed:
+            cur.executemany(f"UPDATE {self.claims} SET view = ? WHERE claim_id = ?", changed)
+
     def _exists(self, cur: Cursor) -> bool:
+        return self._has(cur, self.tracking)
+
+    @staticmethod
+    def _has(cur: Cursor, table: str) -> bool:
         if cur.backend == "postgres":
-            row = cur.execute("SELECT to_regclass(?) IS NOT NULL", (self.tracking,)).fetchone()
+            row = cur.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()
             return bool(row and row[0])
-        row = cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.tracking,)).fetchone()
+        row = cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
         return row is not None
 
     def drop(self, cur: Cursor) -> None:

@@ -1,4 +1,4 @@
-"""Acts on a claim: assertions, denials, retractions (recorder) and voids (editor)."""
+"""Acts on a claim: assertions, denials, retractions, reviews (recorder) and voids (editor)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from api.routes.deps import (
     services_of,
 )
 from api.routes.fast import Endpoint, claim_ref, fast_path, json_body, json_response
-from api.schemas import ActWritten, RetractionBody, StanceBody, VoidBody
+from api.schemas import ActWritten, RetractionBody, ReviewBody, StanceBody, VoidBody
 from domain.commands import RecordAct
 from domain.ledger import Outcome
 from store.tokens import Credential, Principal, Role
@@ -154,3 +154,13 @@ async def void_act(
     principal: Editor, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
 ) -> Any:
     return await record_act("void", id, body, request, response, principal, idempotency_key, if_match)
+
+
+@router.post("/reviews", status_code=201, response_model=ActWritten, responses=RESPONSES,
+             summary="Record a fact-checker's published verdict on the claim (never changes its status)")
+@fast_act("review", ReviewBody, Role.RECORDER)
+async def review_claim(
+    id: ClaimRef, body: ReviewBody, request: Request, response: Response,
+    principal: Recorder, idempotency_key: IdempotencyKey = None, if_match: IfMatch = None,
+) -> Any:
+    return await record_act("review", id, body, request, response, principal, idempotency_key, if_match)

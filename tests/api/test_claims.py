@@ -68,7 +68,7 @@ def test_a_claim_reads_back_with_status_stances_counts_and_an_etag(api: Api) -> 
     assert response.status_code == 200
     claim = response.json()
     assert claim["status"] == "disputed"
-    assert claim["counts"] == {"assertions": 1, "denials": 1, "retractions": 0, "voids": 0}
+    assert claim["counts"] == {"assertions": 1, "denials": 1, "retractions": 0, "voids": 0, "reviews": 0}
     holders = {s["holder"]["id"]: s for s in claim["stances"]}
     assert holders["vladimir-putin"]["stance"] == "denies"
     assert holders["vladimir-putin"]["party"] == story.PESKOV

@@ -117,7 +117,7 @@ def test_version_1_is_the_registration_and_no_later_version_is() -> None:
 def test_a_type_that_is_none_of_the_claim_events_is_named() -> None:
     found = breaks(history(kinds=("ClaimRegistered", "Endorsed")))
     assert where(found) == [("type", CLAIM, 2)]
-    assert "'Endorsed' is none of the claim events (ActVoided, Asserted, ClaimRegistered, Denied, Retracted)" in (
+    assert "'Endorsed' is none of the claim events (ActVoided, Asserted, ClaimRegistered, Denied, Retracted, Reviewed)" in (
         found[0].detail
     )
 

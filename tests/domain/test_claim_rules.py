@@ -71,11 +71,11 @@ def test_each_op_names_one_event_and_each_event_type_one_op() -> None:
 
     assert {op: cls.TYPE for op, cls in EVENT_OF_OP.items()} == {
         "register": "ClaimRegistered", "assert": "Asserted", "deny": "Denied", "retract": "Retracted",
-        "void": "ActVoided",
+        "void": "ActVoided", "review": "Reviewed",
     }
     assert {OP_OF_TYPE[cls.TYPE] for cls in EVENT_CLASSES} == set(EVENT_OF_OP)
     assert set(ACT_EVENT_OF_OP) == set(EVENT_OF_OP) - {Claim.Registered.OP}
-    with pytest.raises(InvalidInput, match="use one of assert, deny, retract, void"):
+    with pytest.raises(InvalidInput, match="use one of assert, deny, retract, void, review"):
         RecordAct.build("register", CLAIM_KEY, {})
 
 
@@ -126,7 +126,7 @@ def test_an_act_can_be_retracted_only_once(story: Ledger) -> None:
 
 def test_a_retraction_cannot_itself_be_retracted(story: Ledger) -> None:
     story.retract_act(CLAIM_KEY, act_id="elton-takes-back", retracts="elton-instagram", party=ELTON)
-    with pytest.raises(NotRetractable, match="only assertions and denials"):
+    with pytest.raises(NotRetractable, match="only assertions, denials and reviews"):
         story.retract_act(CLAIM_KEY, retracts="elton-takes-back", party=ELTON)
 
 

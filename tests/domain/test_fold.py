@@ -83,7 +83,7 @@ def test_voided_acts_count_for_nothing() -> None:
     h = History().act("assert", "a1", "elton").void("v1", "a1")
     assert h.status() == "unattested"
     assert h.view()["stances"] == []
-    assert h.view()["counts"] == {"assertions": 1, "denials": 0, "retractions": 0, "voids": 1}
+    assert h.view()["counts"] == {"assertions": 1, "denials": 0, "retractions": 0, "voids": 1, "reviews": 0}
 
 
 def test_a_retracted_then_voided_act_leaves_nothing_retracted() -> None:
@@ -228,7 +228,7 @@ def expected_view(acts: list[StanceAct], retracted: set[int]) -> tuple[list[dict
     status = ("disputed" if {"asserts", "denies"} <= kinds else "asserted" if "asserts" in kinds
               else "denied" if "denies" in kinds else "retracted" if kinds else "unattested")
     counts = {"assertions": sum(a[0] == "assert" for a in acts), "denials": sum(a[0] == "deny" for a in acts),
-              "retractions": len(retracted), "voids": 0}
+              "retractions": len(retracted), "voids": 0, "reviews": 0}
     return stances, status, counts
 
 

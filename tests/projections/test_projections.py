@@ -26,7 +26,10 @@ from tests.story import CLAIM_KEY, ELTON, PESKOV, PUTIN, STATEMENT, elton_assert
 TABLES = {
     "rm_claims": "claim_id", "rm_subjects": "subject, claim_id", "rm_stances": "holder_id, claim_id",
     "rm_history": "position", "rm_merkle_leaves": "leaf_index", "rm_merkle_nodes": "level, idx",
+    "rm_reviews": "reviewer_id, claim_id",
 }
+REVIEWERS = [{"id": "northvale-fact-check", "name": "Northvale Fact Check"},
+             {"id": "coastline-verify", "name": "Coastline Verify"}]
 
 
 @pytest.fixture
@@ -63,7 +66,7 @@ def test_the_seed_story_projects_as_disputed_with_both_stances(runtime: Runtime)
     view = runtime.read.claim(CLAIM_KEY)
     assert view is not None
     assert view["status"] == "disputed"
-    assert view["counts"] == {"assertions": 1, "denials": 1, "retractions": 0, "voids": 0}
+    assert view["counts"] == {"assertions": 1, "denials": 1, "retractions": 0, "voids": 0, "reviews": 0}
     assert [(s["holder"]["id"], s["stance"]) for s in view["stances"]] == [
         ("elton-john", "asserts"), ("vladimir-putin", "denies")]
     assert runtime.read.claim(view["id"]) == view
@@ -227,9 +230,17 @@ def act_batches(draw: st.DrawFn) -> list[list[RecordAct | RegisterClaim]]:
         batch: list[RecordAct | RegisterClaim] = []
         for i in range(draw(st.integers(1, 8))):
             key = draw(st.sampled_from(keys))
-            op = draw(st.sampled_from(["assert", "deny", "retract", "void"]))
+            op = draw(st.sampled_from(["assert", "deny", "retract", "void", "review"]))
             act_id = f"b{b}-{i}"
-            if op in ("assert", "deny") or not held[key]:
+            if op == "review":
+                reviewer = draw(st.sampled_from(REVIEWERS))
+                reviewed = draw(st.one_of(st.none(), st.sampled_from(["2015-09-15", "2015-09-17T08:00:00Z"])))
+                batch.append(RecordAct.build("review", key, {
+                    "act_id": act_id, "reviewer": reviewer, "rating": {"text": draw(st.sampled_from(["False", "True"]))},
+                    "url": f"https://checks.example/{act_id}", "reviewed_at": reviewed,
+                }))
+                held[key].append((act_id, reviewer))
+            elif op in ("assert", "deny") or not held[key]:
                 party = draw(st.sampled_from(parties))
                 said = draw(st.one_of(st.none(), st.sampled_from(["2015-09-14", "2015-09-16T10:00:00Z"])))
                 batch.append(RecordAct.build("deny" if op == "deny" else "assert", key,

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -59,4 +60,14 @@ def test_claims_serve_on_a_0_1_0_database_serves_what_0_1_0_served(old_database_
         for path, stored in SERVED.items():
             response = http.get(path)
             assert response.status_code == 200, f"{path}: {response.text}"
-            assert response.json() == json.loads(stored.read_text()), path
+            assert response.json() == with_reviews(json.loads(stored.read_text())), path
+
+
+def with_reviews(served: dict[str, Any]) -> dict[str, Any]:
+    """What 0.1.0 served, with what reviews added to claim views since: no review (its
+    ledgers hold none), and a count of none."""
+    views = served.get("items", [served] if "counts" in served else [])
+    for view in views:
+        view["reviews"] = []
+        view["counts"]["reviews"] = 0
+    return served
