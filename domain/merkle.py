@@ -107,6 +107,20 @@ class TreeHasher:
         self.size = 0
         self._subtrees: list[bytes] = []
 
+    @classmethod
+    def resume(cls, size: int, subtrees: Sequence[bytes]) -> TreeHasher:
+        """A hasher that goes on from `size` leaves whose compact range is `subtrees`."""
+        if len(subtrees) != bin(size).count("1"):
+            raise ValueError(f"a tree of {size} leaves has {bin(size).count('1')} complete subtrees, not {len(subtrees)}")
+        hasher = cls()
+        hasher.size, hasher._subtrees = size, list(subtrees)
+        return hasher
+
+    @property
+    def subtrees(self) -> tuple[bytes, ...]:
+        """The roots of the complete subtrees that tile the leaves so far, largest first."""
+        return tuple(self._subtrees)
+
     def append(self, leaf: bytes) -> None:
         """Add the next leaf hash (see :func:`leaf_hash`)."""
         h, index = leaf, self.size
