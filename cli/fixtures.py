@@ -12,6 +12,7 @@ from typing import IO, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cli.main import app
@@ -31,6 +32,8 @@ from fixtures.replay import (
     import_fixture,
     write_projections,
 )
+from formats.claimreview_in import MAX_BYTES
+from formats.vocab import DEFAULT_BASE, NOT_IN_IRI
 from store.event_store import open_ledger
 from store.settings import Database
 
@@ -88,11 +91,23 @@ def _summary(report: ImportReport) -> str:
     )
 
 
+class ImportFormat(StrEnum):
+    FIXTURE = "fixture"
+    CLAIMREVIEW = "claimreview"
+
+
 @app.command("import")
 def import_command(
     file: Annotated[Path, typer.Argument(help="A fixture: JSON Lines, one act a line ('-' for stdin).")],
+    input_format: Annotated[ImportFormat, typer.Option(
+        "--format", help="fixture: JSON Lines of acts; claimreview: ClaimReview JSON-LD (an array or a "
+        "DataFeed) or a Fact Check Tools claims:search answer (docs/formats.md).",
+    )] = ImportFormat.FIXTURE,
 ) -> None:
     """Record every act of a fixture in one transaction: all of them, or none and the bad line."""
+    if input_format is ImportFormat.CLAIMREVIEW:
+        _import_claimreview(file)
+        return
     with _ledger() as ledger, _progress_bar("importing") as progress:
         try:
             if str(file) == "-":
@@ -111,9 +126,31 @@ def import_command(
     err.print(_summary(report), highlight=False)
 
 
+def _import_claimreview(file: Path) -> None:
+    from cli.formats import import_claimreview, read_input  # rdflib's import is for these commands only
+
+    with _ledger() as ledger:
+        try:
+            if str(file) == "-":
+                report = import_claimreview(ledger, sys.stdin.buffer.read(MAX_BYTES + 1), "<stdin>")
+            elif not file.is_file():
+                err.print(f"[red]no such file:[/] {file}")
+                raise typer.Exit(2)
+            else:
+                report = import_claimreview(ledger, read_input(file), str(file))
+        except LedgerError as e:  # the file's own text may be in the message: not rich markup
+            err.print(f"[red]import failed, nothing was written:[/] {escape(str(e))}", highlight=False)
+            raise typer.Exit(1) from None
+    err.print(report.summary(), highlight=False, markup=False)
+
+
 class ExportFormat(StrEnum):
     FIXTURE = "fixture"
     FEED = "feed"
+    CLAIMREVIEW = "claimreview"
+    PROV_TURTLE = "prov-turtle"
+    PROV_JSONLD = "prov-jsonld"
+    CSV = "csv"
 
 
 @app.command("export")
@@ -121,11 +158,40 @@ def export_command(
     out: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
     output_format: Annotated[
         ExportFormat,
-        typer.Option("--format", help="fixture: lines to import again; feed: {position, hash, body}."),
+        typer.Option("--format", help=(
+            "fixture: lines to import again; feed: {position, hash, body}; claimreview: schema.org "
+            "Claim/ClaimReview JSON-LD (a DataFeed); prov-turtle, prov-jsonld: W3C PROV-O; csv: every event "
+            "(docs/formats.md)."
+        )),
     ] = ExportFormat.FIXTURE,
     after: Annotated[int, typer.Option("--after", min=0, help="Only events after this position.")] = 0,
+    base_url: Annotated[str, typer.Option(
+        "--base-url", help="The ledger's public URL, the base of the IRIs of claims, acts and parties "
+        "(claimreview and prov formats).",
+    )] = DEFAULT_BASE,
 ) -> None:
-    """Write the event log out as a fixture (re-importable, hash for hash) or as the event feed."""
+    """Write the event log out as a fixture (re-importable, hash for hash), the event feed, or
+    in fact-checking's formats (the whole ledger, claim by claim)."""
+    if output_format not in (ExportFormat.FIXTURE, ExportFormat.FEED):
+        from cli.formats import FormatName, export_format  # rdflib's import is for these formats only
+
+        if after:
+            err.print("[red]--after applies to the fixture and feed formats only[/]")
+            raise typer.Exit(2)
+        if NOT_IN_IRI.search(base_url) or ":" not in base_url:
+            err.print(f"[red]--base-url must be an absolute URL such as https://ledger.example.org:[/] "
+                      f"{escape(repr(base_url))}", highlight=False)
+            raise typer.Exit(2)
+        with _ledger() as ledger:
+            target_file: IO[str]
+            with open(out, "w", encoding="utf-8", newline="") if out else _stdout() as target_file:
+                report = export_format(ledger, Database.from_url(), FormatName(output_format.value), target_file,
+                                       base_url)
+        err.print(
+            f"exported {report.claims:,} claims ({report.events:,} events, {report.units:,} {report.unit}) as "
+            f"{output_format.value} in {report.seconds:.2f} s" + (f" to {out}" if out else ""), highlight=False,
+        )
+        return
     writer = export_fixture if output_format is ExportFormat.FIXTURE else export_feed
     with _ledger() as ledger:
         target: IO[str]

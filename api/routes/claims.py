@@ -10,6 +10,7 @@ import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from api import formats
 from api.body import JsonRoute
 from api.problems import problem_responses
 from api.routes.deps import (
@@ -147,10 +148,11 @@ async def register_claim(
 @router.get(
     "", response_model=ClaimPage, summary="List claims",
     dependencies=[Depends(read_access), Depends(consistent_read)],
-    responses=problem_responses(401, 403, 422, 503),
+    responses={200: {"content": {formats.CSV: {}}}, **problem_responses(401, 403, 422, 503)},
 )
 def list_claims(
     svc: ServicesDep,
+    request: Request,
     status: Annotated[ClaimStatus | None, Query(description="Only claims with this status.")] = None,
     party: Annotated[str | None, Query(
         pattern=SLUG_PATTERN, description="Only claims on which this party holds or voiced a stance.",
@@ -160,14 +162,19 @@ def list_claims(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page.")] = None,
 ) -> Any:
-    items, next_cursor = svc.runtime.read.list_claims_json(
-        status=None if status is None else status.value, party=party, subject=subject, q=q,
-        limit=limit, cursor=cursor,
-    )
+    def page(cursor: str | None) -> tuple[list[str], str | None]:
+        return svc.runtime.read.list_claims_json(
+            status=None if status is None else status.value, party=party, subject=subject, q=q,
+            limit=limit, cursor=cursor,
+        )
+
+    items, next_cursor = page(cursor)
+    if formats.wants_csv(request):  # every page from `cursor` on, `limit` claims at a time
+        return formats.csv_response(formats.claims_csv((items, next_cursor), page), "claims.csv")
     # The stored views are ClaimView JSON already: sent as they are, not decoded,
     # validated and re-encoded (that was most of a page's cost).
     body = b'{"items":[' + ",".join(items).encode() + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers=formats.VARY)
 
 
 async def current_claim(svc: Services, ref: str, if_none_match: str | None) -> Response | None:
@@ -176,22 +183,26 @@ async def current_claim(svc: Services, ref: str, if_none_match: str | None) -> R
     The view as the projections stored it is the answer: one lookup, no decoding, no
     re-encoding (it was written from the same fields, in the same order as ClaimView).
     """
-    found = await svc.lookups.claim_view(ref)
+    if svc.runtime.replicas is not None:  # reads go to the standbys: through the read models
+        view = await anyio.to_thread.run_sync(svc.runtime.read.claim, ref)
+        found = None if view is None else (orjson.dumps(view), int(view["version"]))
+    else:
+        found = await svc.lookups.claim_view(ref)
     if found is None:
         return None
     body, version = found
     etag = f'"{version}"'
     if etag_matches(if_none_match, etag):
-        return Response(status_code=304, headers={"ETag": etag})
-    return Response(body, media_type="application/json", headers={"ETag": etag})
+        return Response(status_code=304, headers={"ETag": etag, **formats.VARY})
+    return Response(body, media_type="application/json", headers={"ETag": etag, **formats.VARY})
 
 
 async def fast_get_claim(request: Request) -> Response | None:
     """The route for a known claim as it is now (see routes/fast.py): the lane leaves every
     query parameter (min_position and time travel) to the route."""
     ref = claim_ref(request)
-    if ref is None:
-        return None
+    if ref is None or formats.claim_format(request, None) is not formats.ClaimFormat.JSON:
+        return None  # another format: the route answers
     await read_access(request)  # raises as the route's own dependency does
     return await current_claim(services_of(request), ref, request.headers.get("if-none-match"))
 
@@ -199,15 +210,40 @@ async def fast_get_claim(request: Request) -> Response | None:
 @router.get(
     "/{id}", response_model=ClaimView, summary="A claim: status, stances, counts — now or at a past moment",
     dependencies=[Depends(read_access), Depends(consistent_read)],
-    responses={304: {"description": "If-None-Match named the current ETag."}, **READ_PROBLEMS},
+    responses={
+        200: {"content": {formats.JSONLD: {}, formats.TURTLE: {}}, "description": (
+            "The claim; `Accept: application/ld+json` answers schema.org JSON-LD, `text/turtle` PROV-O "
+            "(docs/formats.md)."
+        )},
+        304: {"description": "If-None-Match named the current ETag."}, **READ_PROBLEMS,
+    },
 )
 @fast_path(
     fast_get_claim, path=("id",), headers=("authorization", "if-none-match"),
     dependencies=(read_access, bearer, consistent_read, time_travel),
-    passes_query=("min_position", "version", "recorded_as_of", "said_as_of"),
+    passes_query=("min_position", "version", "recorded_as_of", "said_as_of", "format"),
 )
-async def get_claim(id: ClaimRef, request: Request, response: Response, travel: TimeTravelDep) -> Any:
+async def get_claim(
+    id: ClaimRef, request: Request, response: Response, travel: TimeTravelDep,
+    format: Annotated[formats.ClaimFormat | None, Query(
+        description="json; schema (schema.org JSON-LD); prov (PROV-O JSON-LD); turtle (PROV-O Turtle). "
+        "Overrides Accept.",
+    )] = None,
+) -> Any:
     svc = services_of(request)
+    fmt = formats.claim_format(request, format)
+    if fmt is not formats.ClaimFormat.JSON:
+        history = await anyio.to_thread.run_sync(lambda: svc.runtime.read.history_at(id, **travel.kwargs()))
+        if history is None:
+            raise await anyio.to_thread.run_sync(not_found, svc, id, travel)
+        # Each format of a version is a representation of its own, with an ETag of its own.
+        etag = None if travel.said_as_of is not None else f'"{history["events"][-1]["version"]}-{fmt.value}"'
+        if etag is not None and etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers={"ETag": etag, **formats.VARY})
+        answer = formats.claim_in_format(history, fmt, formats.base_url(request))
+        if etag is not None:
+            answer.headers["ETag"] = etag
+        return answer
     if travel.now:
         current = await current_claim(svc, id, request.headers.get("if-none-match"))
         if current is None:
@@ -216,11 +252,12 @@ async def get_claim(id: ClaimRef, request: Request, response: Response, travel: 
     view = await anyio.to_thread.run_sync(lambda: svc.runtime.read.claim_at(id, **travel.kwargs()))
     if view is None:
         raise await anyio.to_thread.run_sync(not_found, svc, id, travel)
+    response.headers.update(formats.VARY)
     # A view cut by said_as_of is not the claim at any one version, so it gets no ETag.
     if travel.said_as_of is None:
         etag = f'"{view["version"]}"'
         if etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers={"ETag": etag})
+            return Response(status_code=304, headers={"ETag": etag, **formats.VARY})
         response.headers["ETag"] = etag
     return view
 
@@ -228,10 +265,13 @@ async def get_claim(id: ClaimRef, request: Request, response: Response, travel: 
 @router.get(
     "/{id}/history", response_model=ClaimHistory, summary="Every event of a claim, in order",
     dependencies=[Depends(read_access), Depends(consistent_read)],
-    responses=READ_PROBLEMS,
+    responses={200: {"content": {formats.CSV: {}}}, **READ_PROBLEMS},
 )
-def get_history(id: ClaimRef, svc: ServicesDep, travel: TimeTravelDep) -> Any:
+def get_history(id: ClaimRef, request: Request, response: Response, svc: ServicesDep, travel: TimeTravelDep) -> Any:
     history = svc.runtime.read.history_at(id, **travel.kwargs())
     if history is None:
         raise not_found(svc, id, travel)
+    if formats.wants_csv(request):
+        return formats.csv_response(formats.history_csv(history), "history.csv")
+    response.headers.update(formats.VARY)
     return history
