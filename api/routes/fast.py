@@ -98,6 +98,9 @@ class Lane:
     handler: FastHandler
     query: frozenset[str]
     passes_headers: frozenset[bytes]
+    # Paths its pattern matches that a route matched before it answers (`/v1/claims/stream`
+    # before `/v1/claims/{id}`): those go to FastAPI, as the lane is off for them.
+    shadowed: frozenset[str] = frozenset()
 
     def takes(self, scope: Scope) -> bool:
         """Whether the request carries nothing the handler leaves to FastAPI."""
@@ -120,12 +123,16 @@ def lanes_of(routes: Sequence[BaseRoute]) -> list[Lane]:
     route's inputs as FastAPI solves them (the dependencies of the routers it is included
     through too); UndeclaredInput names what a fast handler misses."""
     lanes = []
+    earlier: list[tuple[str, frozenset[str]]] = []  # (path, methods) of the static routes before
     for context in iter_route_contexts(routes):
         route = context.original_route
         declared = getattr(context.endpoint, "fast_path", None)
+        methods = frozenset(context.methods or ())
+        before = list(earlier)
+        if context.path is not None and "{" not in context.path:
+            earlier.append((context.path, methods))
         if not isinstance(route, APIRoute) or not isinstance(declared, FastPath):
             continue
-        methods = frozenset(context.methods or ())
         missing = list(dict.fromkeys(_undeclared(context.dependant, declared)))
         if missing:
             raise UndeclaredInput(
@@ -136,6 +143,7 @@ def lanes_of(routes: Sequence[BaseRoute]) -> list[Lane]:
         lanes.append(Lane(
             route, context.path_regex, methods, declared.handler, frozenset(declared.query),
             frozenset(name.encode("latin-1") for name in declared.passes_headers),
+            frozenset(path for path, its in before if its & methods and context.path_regex.match(path)),
         ))
     return lanes
 
@@ -164,8 +172,7 @@ def _undeclared(dependant: Dependant, declared: FastPath) -> Iterator[str]:
 class FastLane:
     """ASGI middleware: requests for a route with a fast handler go to it first (see above).
 
-    The `lanes` (`lanes_of`) are of routes whose paths are not shadowed by routes matched
-    before them (true of the ledger's: no two routes share a path and method).
+    A path that a route matched before a lane's answers (`Lane.shadowed`) goes to FastAPI.
     """
 
     def __init__(self, app: ASGIApp, api: FastAPI, lanes: Sequence[Lane]) -> None:
@@ -206,7 +213,8 @@ class FastLane:
     def _lane(self, scope: Scope) -> tuple[Lane, dict[str, Any]] | None:
         for lane in self.lanes:
             if scope["method"] in lane.methods and (match := lane.path_regex.match(scope["path"])):
-                return (lane, match.groupdict()) if lane.takes(scope) else None
+                shadowed = scope["path"] in lane.shadowed
+                return (lane, match.groupdict()) if not shadowed and lane.takes(scope) else None
         return None
 
 
