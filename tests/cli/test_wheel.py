@@ -97,6 +97,12 @@ def test_the_installed_wheel_runs_claims_demo_and_claims_serve_outside_the_check
         claim = httpx.get(f"{base}/v1/claims/{KEY}", params={"min_position": 3}, timeout=10)
         assert claim.status_code == 200, claim.text
         assert claim.json()["status"] == "disputed"
+        # The web pages come from the wheel too: templates, and static files at their versioned URLs.
+        home = httpx.get(f"{base}/", timeout=10)
+        assert home.status_code == 200 and "text/html" in home.headers["content-type"], home.text[:500]
+        assert "Vladimir Putin telephoned Elton John" in home.text
+        stylesheet = re.search(r'href="(/static/[0-9a-f]+/style\.css)"', home.text)
+        assert stylesheet and httpx.get(base + stylesheet.group(1), timeout=10).status_code == 200
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
     assert process.returncode == 0
