@@ -18,7 +18,7 @@ stored fields (`claims verify`) or the body the feed serves (`claims audit`).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from domain.canonical import GENESIS_HASH
@@ -47,6 +47,13 @@ class ChainCheck:
 
     def __init__(self) -> None:
         self._heads: dict[str, tuple[int, object]] = {}  # claim id -> (its last version, that event's hash)
+
+    @classmethod
+    def resume(cls, heads: Mapping[str, tuple[int, str]]) -> ChainCheck:
+        """Go on from where an earlier check stopped: each claim's last version and its hash."""
+        check = cls()
+        check._heads.update(heads)
+        return check
 
     @property
     def claims(self) -> int:

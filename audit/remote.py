@@ -1,7 +1,7 @@
 """`claims audit`: check a remote ledger trusting nothing but a kept checkpoint and the pinned key.
 
-The auditor fetches a new signed checkpoint, checks that the kept one is a prefix of it
-(an RFC 9162 consistency proof), pulls the whole feed, recomputes every event's hash, every
+The auditor fetches a new checkpoint (a C2SP tlog-checkpoint in a signed note), checks it
+with the pinned key, checks that the kept one is a prefix of it (an RFC 9162 consistency proof), pulls the whole feed, recomputes every event's hash, every
 claim's chain and the Merkle root, folds every claim with the ledger's own fold and compares
 it with what the server serves. The new checkpoint replaces the kept one only when all holds.
 """
@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,23 +20,25 @@ from typing import Any
 
 import httpx
 
+import client
 from audit.chain import ChainCheck
-from audit.signing import CHECKPOINT_FIELDS, verify_checkpoint
+from audit.signing import JSON_CHECKPOINT_FIELDS, PinnedKey, read_checkpoint_note, verify_json_checkpoint
+from client import LedgerClient
 from domain import ijson
 from domain.canonical import canonical_bytes
 from domain.errors import InvalidInput, InvalidJson, LedgerError
 from domain.fold import ClaimFold
 from domain.ijson import safe_integer
 from domain.merkle import TreeHasher, event_leaf_hash, verify_consistency
+from domain.note import COSIGNATURE_V1, Note, NoteError, Verifier
 
 Json = dict[str, Any]
 Progress = Callable[[str, int, int], None]  # (stage, done, total; 0 when unknown)
 
-NDJSON = "application/x-ndjson"
 BODY_FIELDS = frozenset({"claim_id", "version", "type", "recorded_at", "prev_hash", "data"})
 # The fields of GET /v1/claims/{id} that the fold alone determines: all of them.
-VIEW_FIELDS = ("id", "key", "statement", "language", "subjects", "status", "stances", "counts", "version",
-               "registered_at", "updated_at")
+VIEW_FIELDS = ("id", "key", "statement", "language", "subjects", "status", "stances", "reviews", "counts",
+               "version", "registered_at", "updated_at")
 LIST_PAGE = 500
 CLAIM_READERS = 8
 MAX_PROBLEMS = 200
@@ -52,15 +54,16 @@ class AuditReport:
     """What `audit_ledger` checked, what it found, and whether it saved the new checkpoint."""
 
     url: str
-    public_key: str | None = None
-    kept: Json | None = None
-    checkpoint: Json | None = None
+    pinned: PinnedKey | None = None
+    kept: Kept | None = None
+    checkpoint: Json | None = None  # the new checkpoint, checked: origin, tree_size, root_hash (hex), note
     events: int = 0
     claims: int = 0
     problems: list[str] = field(default_factory=list)
     omitted: int = 0
     notes: list[str] = field(default_factory=list)
     saved: bool = False
+    witnessed: str | None = None  # with --witness: which witnesses cosigned the checkpoint
 
     @property
     def ok(self) -> bool:
@@ -75,8 +78,10 @@ class AuditReport:
     def lines(self) -> list[str]:
         lines = list(self.notes)
         if self.checkpoint is not None:
-            lines.append(f"checkpoint: {self.checkpoint['tree_size']} events, root {self.checkpoint['root_hash']} "
-                         f"signed at {self.checkpoint['timestamp']}")
+            lines.append(f"checkpoint: {self.checkpoint['tree_size']} events, root {self.checkpoint['root_hash']}, "
+                         f"origin {self.checkpoint['origin']}")
+        if self.witnessed is not None:
+            lines.append(self.witnessed)
         lines.append(f"feed: {self.events} events of {self.claims} claims")
         lines.extend(f"problem: {p}" for p in self.problems)
         if self.omitted:
@@ -91,55 +96,95 @@ class AuditReport:
 # -- The kept checkpoint and the pinned key -----------------------------------------------------
 
 
-def read_kept(path: Path) -> tuple[Json | None, str | None]:
-    """The checkpoint kept in `path` and the public key saved with it (None, None when absent)."""
+@dataclass(frozen=True)
+class Kept:
+    """A kept checkpoint: a signed note, or (once, as it is replaced) a checkpoint in the former
+    JSON format; and the key pinned with it."""
+
+    tree_size: int
+    root_hash: str  # hex
+    origin: str | None = None  # None for the former format, which had none
+    note: Note | None = None
+    former: Json | None = None
+    fields: Json = field(default_factory=dict)  # what the file says beside the note, checked against it
+    pinned: PinnedKey | None = None
+
+
+def read_kept(path: Path) -> Kept | None:
+    """The checkpoint kept in `path` with the key pinned with it (None when there is none yet)."""
     try:
-        kept = ijson.loads(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
-        return None, None
-    except (OSError, InvalidJson) as e:
+        return None
+    except OSError as e:
         raise InvalidInput(f"the checkpoint file {path} cannot be read as JSON ({e}); fix or remove it") from None
-    if not isinstance(kept, dict) or not kept.keys() >= CHECKPOINT_FIELDS:
-        raise InvalidInput(
-            f"the checkpoint file {path} does not hold a checkpoint ({', '.join(sorted(CHECKPOINT_FIELDS))})"
-        )
-    key = kept.get("public_key")
-    if key is not None and not _is_key(key):
-        raise InvalidInput(f"the public_key in {path} is not 64 hex digits")
-    return {name: kept[name] for name in CHECKPOINT_FIELDS}, key
+    return parse_kept(raw, path)
 
 
-def read_public_key(path: Path) -> str:
-    """A pinned key file: the hex key alone, or the JSON GET /v1/audit/public-key answers."""
+def parse_kept(raw: bytes, path: Path | str) -> Kept:
+    """A kept checkpoint from the text `claims audit` keeps (in a file or in a mirror, `path`)."""
     try:
-        text = path.read_text().strip()
+        kept = ijson.loads(raw)
+    except InvalidJson as e:
+        raise InvalidInput(f"the checkpoint file {path} cannot be read as JSON ({e}); fix or remove it") from None
+    if isinstance(kept, dict) and isinstance(kept.get("note"), str):
+        try:
+            note, checkpoint = read_checkpoint_note(kept["note"])
+        except NoteError as e:
+            raise InvalidInput(f"the note in the checkpoint file {path} is not a signed checkpoint: {e}") from None
+        pinned = _pin(kept.get("verifier_key"), f"the verifier_key in {path}")
+        return Kept(checkpoint.size, checkpoint.root_hash.hex(), checkpoint.origin, note,
+                    fields={k: kept.get(k) for k in ("origin", "tree_size", "root_hash")}, pinned=pinned)
+    if isinstance(kept, dict) and kept.keys() >= JSON_CHECKPOINT_FIELDS:
+        former = {name: kept[name] for name in JSON_CHECKPOINT_FIELDS}
+        if type(former["tree_size"]) is not int or not isinstance(former["root_hash"], str):
+            raise InvalidInput(f"the checkpoint file {path} holds a JSON checkpoint without a whole tree_size "
+                               "and a hex root_hash")
+        return Kept(former["tree_size"], former["root_hash"], former=former,
+                    pinned=_pin(kept.get("public_key"), f"the public_key in {path}"))
+    raise InvalidInput(
+        f"the checkpoint file {path} does not hold a checkpoint: a kept one is "
+        "{origin, tree_size, root_hash, note, verifier_key}, as `claims audit` writes it"
+    )
+
+
+def _pin(value: object, where: str) -> PinnedKey | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{where} is not text")
+    try:
+        return PinnedKey.parse(value)
+    except InvalidInput as e:
+        raise InvalidInput(f"{where}: {e}") from None
+
+
+def read_public_key(path: Path) -> PinnedKey:
+    """A pinned key file: the hex key, the verifier key, or the JSON GET /v1/audit/public-key answers."""
+    try:
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidInput(f"the public key file {path} cannot be read ({e})") from None
-    if text.startswith("{"):
-        try:
-            text = str(ijson.loads(text).get("public_key", ""))
-        except InvalidJson as e:
-            raise InvalidInput(f"the public key file {path} cannot be read as JSON ({e})") from None
-        except AttributeError:
-            text = ""
-    text = text.lower()
-    if not _is_key(text):
-        raise InvalidInput(f"{path} must hold the ledger's Ed25519 public key as 64 hex digits (see `claims audit-key`)")
-    return text
+    try:
+        return PinnedKey.parse(text)
+    except InvalidInput as e:
+        raise InvalidInput(f"{path} must hold the ledger's key (see `claims audit-key`): {e}") from None
 
 
-def _is_key(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+def kept_text(checkpoint: Mapping[str, Any], pinned: PinnedKey) -> str:
+    """The checkpoint as it is kept: with the key it was checked with, as a verifier key."""
+    kept = {name: checkpoint[name] for name in ("origin", "tree_size", "root_hash", "note")}
+    kept["verifier_key"] = str(pinned.verifier(checkpoint["origin"]))
+    return json.dumps(kept, indent=2, ensure_ascii=False) + "\n"
 
 
-def save_checkpoint(path: Path, checkpoint: Mapping[str, Any], public_key: str) -> None:
-    """Write the checkpoint (with the key it was checked with) whole or not at all."""
-    kept = {**{name: checkpoint[name] for name in sorted(CHECKPOINT_FIELDS)}, "public_key": public_key}
-    text = json.dumps(kept, indent=2) + "\n"
+def save_checkpoint(path: Path, checkpoint: Mapping[str, Any], pinned: PinnedKey) -> None:
+    """Write the checkpoint (with the key it was checked with, as a verifier key) whole or not at all."""
+    text = kept_text(checkpoint, pinned)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as out:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
@@ -153,97 +198,60 @@ def save_checkpoint(path: Path, checkpoint: Mapping[str, Any], public_key: str) 
 
 
 class Remote:
-    """The ledger's HTTP API as the auditor uses it."""
+    """The ledger's HTTP API as the auditor uses it: the ledger's client (client/), each of
+    its errors an AuditAbort naming the request and what came back."""
 
     def __init__(self, url: str, token: str | None) -> None:
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(timeout=TIMEOUT, headers=headers)
+        self.api = LedgerClient(self.url, token, timeout=TIMEOUT)
 
     def close(self) -> None:
-        self.client.close()
+        self.api.close()
 
     def get(self, path: str, **params: Any) -> Json:
         try:
-            response = self.client.get(self.url + path, params=params)
-        except httpx.HTTPError as e:
-            raise AuditAbort(f"GET {path} failed: {e or type(e).__name__}") from None
-        if response.status_code != 200:
-            raise AuditAbort(f"GET {path} answered {response.status_code}: {_detail(response)}")
-        body = _json(path, response)
-        if not isinstance(body, dict):
-            raise AuditAbort(f"GET {path} did not answer a JSON object")
-        return body
+            return self.api.get(path, params)
+        except client.LedgerError as e:
+            raise AuditAbort(_failure(path, e)) from None
 
     def get_or_none(self, path: str, **params: Any) -> Json | None:
         """Like `get`, but None for a 404."""
         try:
-            response = self.client.get(self.url + path, params=params)
-        except httpx.HTTPError as e:
-            raise AuditAbort(f"GET {path} failed: {e or type(e).__name__}") from None
-        if response.status_code == 404:
+            return self.api.get(path, params)
+        except client.NotFound:
             return None
-        if response.status_code != 200:
-            raise AuditAbort(f"GET {path} answered {response.status_code}: {_detail(response)}")
-        body = _json(path, response)
-        return body if isinstance(body, dict) else None
+        except client.LedgerError as e:
+            raise AuditAbort(_failure(path, e)) from None
 
     def feed(self, after: int) -> Iterator[Json]:
         """Every feed item after `after`, in log order, streamed one a line."""
         try:
-            with self.client.stream(
-                "GET", self.url + "/v1/events", params={"after": after}, headers={"Accept": NDJSON}
-            ) as response:
-                if response.status_code != 200:
-                    response.read()
-                    raise AuditAbort(f"GET /v1/events answered {response.status_code}: {_detail(response)}")
-                for line in _lines(response.iter_bytes()):
-                    try:
-                        item = ijson.loads(line)
-                    except InvalidJson as e:
-                        raise AuditAbort(
-                            f"the feed's item after position {after} is not I-JSON, so its readers may differ on "
-                            f"what it says: {e}"
-                        ) from None
-                    if isinstance(item, dict) and type(item.get("position")) is int:
-                        after = item["position"]
-                    yield item
-        except httpx.HTTPError as e:
-            raise AuditAbort(f"reading the feed failed: {e or type(e).__name__}") from None
+            yield from self.api.iter_events(after)
+        except client.LedgerError as e:
+            raise AuditAbort(_failure("/v1/events", e)) from None
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The non-blank lines of a byte stream, as bytes: the bytes the server sent, not a
-    decoding of them that would mend what is not UTF-8."""
-    rest = b""
-    for chunk in chunks:
-        *lines, rest = (rest + chunk).split(b"\n")
-        yield from (line for line in lines if line.strip())
-    if rest.strip():
-        yield rest
-
-
-def _json(path: str, response: httpx.Response) -> Any:
-    try:
-        return ijson.loads(response.content)
-    except InvalidJson as e:
-        raise AuditAbort(f"GET {path} did not answer I-JSON: {e}") from None
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = ijson.loads(response.content)
-    except InvalidJson:
-        return response.text[:200]
-    return str(body.get("detail") or body) if isinstance(body, dict) else str(body)[:200]
+def _failure(path: str, error: client.LedgerError) -> str:
+    """What went wrong with a request: no answer, an answer not I-JSON, or an error answer."""
+    if error.status is None or isinstance(error, client.InvalidResponse):
+        return error.detail
+    return f"GET {path} answered {error.status}: {error.detail}"
 
 
 # -- The audit ----------------------------------------------------------------------------------
 
 
+Sink = Callable[[int, Json], None]  # (the item's leaf index, the item) for each item taken
+
+
 @dataclass
 class _Replay:
-    """The feed as the auditor rebuilds it: hashes, chains, tree and every claim's fold."""
+    """The feed as the auditor rebuilds it: hashes, chains, tree and every claim's fold.
+
+    A mirror (audit/mirror.py) resumes one: its chains and tree go on from the mirror's, the
+    items go to `sink` rather than into folds (`fold=False`: the claims are folded from the
+    mirror afterwards), and the feed is read up to the checkpoint's tree size only.
+    """
 
     tree_size: int
     chains: ChainCheck = field(default_factory=ChainCheck)
@@ -252,10 +260,18 @@ class _Replay:
     last_position: int = 0
     folds: dict[str, ClaimFold] = field(default_factory=dict)
     events: int = 0
+    fold: bool = True
+    sink: Sink | None = None
+    touched: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        if self.tree_size == 0:
+        if self.hasher.size == self.tree_size:
             self.root_at_size = self.hasher.root()
+
+    @property
+    def complete(self) -> bool:
+        """Whether the tree has reached the checkpoint's size (a mirror reads no further)."""
+        return self.hasher.size >= self.tree_size
 
     def take(self, item: object, report: AuditReport) -> None:
         if not isinstance(item, dict) or set(item) != {"position", "hash", "body"}:
@@ -285,6 +301,9 @@ class _Replay:
             raise AuditAbort(f"{where}: the body has no RFC 8785 encoding: {e}") from None
         for broken in self.chains.take(claim_id, version, kind, body["prev_hash"], stated, digest):
             report.problem(f"{where}: {broken.detail}")
+        if self.sink is not None:
+            self.sink(self.hasher.size, item)
+        self.touched.add(claim_id)
         if self.hasher.size < self.tree_size:
             try:
                 self.hasher.append(event_leaf_hash(stated))
@@ -292,6 +311,8 @@ class _Replay:
                 raise AuditAbort(f"{where}: the feed's hash {stated!r:.80} is not 64 hex digits") from None
             if self.hasher.size == self.tree_size:
                 self.root_at_size = self.hasher.root()
+        if not self.fold:
+            return
         fold = self.folds.get(claim_id)
         if fold is None:
             fold = self.folds[claim_id] = ClaimFold()
@@ -301,71 +322,144 @@ class _Replay:
             report.problem(f"{where}: the body is not an event the ledger's fold can apply ({e})")
 
 
+@dataclass(frozen=True)
+class WitnessPolicy:
+    """The witnesses an auditor trusts (C2SP tlog-cosignature keys) and how many of them must
+    have cosigned a checkpoint before it is believed: the defence against a split view, a
+    ledger showing one auditor a tree it shows no one else."""
+
+    witnesses: tuple[Verifier, ...]
+    quorum: int
+
+    @classmethod
+    def parse(cls, keys: Sequence[str], quorum: int | None) -> WitnessPolicy | None:
+        """From `--witness VKEY...` and `--quorum K` (default: all of them); None without witnesses."""
+        if not keys:
+            if quorum:
+                raise InvalidInput("--quorum needs the witnesses' keys: give each with --witness VKEY")
+            return None
+        witnesses: list[Verifier] = []
+        for text in keys:
+            try:
+                verifier = Verifier.parse(text.strip())
+            except NoteError as e:
+                raise InvalidInput(f"--witness {text!r:.120}: {e}") from None
+            if verifier.alg != COSIGNATURE_V1:
+                raise InvalidInput(
+                    f"--witness {text!r:.120} is a key of algorithm 0x{verifier.alg:02x}, not a witness's "
+                    "cosignature key (0x04, as `claims witness key` prints it)"
+                )
+            if verifier not in witnesses:
+                witnesses.append(verifier)
+        wanted = len(witnesses) if quorum is None else quorum
+        if not 1 <= wanted <= len(witnesses):
+            raise InvalidInput(
+                f"--quorum {wanted} cannot be met by {len(witnesses)} distinct witness key(s): give 1 to "
+                f"{len(witnesses)}, or more --witness keys"
+            )
+        return cls(tuple(witnesses), wanted)
+
+    def check(self, note: Note, report: AuditReport) -> None:
+        """A problem in `report` unless `quorum` of the witnesses validly cosigned `note`."""
+        valid = note.verified_by(self.witnesses)
+        missing = [w for w in self.witnesses if w not in valid]
+        report.witnessed = (
+            f"witnesses: {len(valid)} of {len(self.witnesses)} cosigned this checkpoint"
+            + (f" ({', '.join(w.name for w in valid)})" if valid else "") + f", {self.quorum} required"
+        )
+        if len(valid) >= self.quorum:
+            return
+        why = [
+            f"{w.name} ({'its cosignature does not verify' if note.signatures_by(w) else 'no cosignature'})"
+            for w in missing
+        ]
+        report.problem(
+            f"the checkpoint carries valid cosignatures of {len(valid)} of the witnesses given, fewer than the "
+            f"quorum of {self.quorum}; missing: {'; '.join(why)}. No quorum of witnesses has seen this tree: the "
+            "ledger may be showing it to you alone (a split view), or its witnesses refuse it or are down "
+            "(its /healthz names them)"
+        )
+
+
 def audit_ledger(
     url: str, checkpoint_file: Path, *, public_key_file: Path | None = None, token: str | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, witnesses: WitnessPolicy | None = None,
 ) -> AuditReport:
     """Audit the ledger at `url` against the checkpoint kept in `checkpoint_file`.
 
     Bad local files raise InvalidInput (nothing is fetched); everything found remotely is
     in the report. The new checkpoint is saved only when the report is ok.
     """
-    kept, saved_key = read_kept(checkpoint_file)
-    pinned = read_public_key(public_key_file) if public_key_file is not None else None
-    if pinned is not None and saved_key is not None and pinned != saved_key:
-        raise InvalidInput(
-            f"the key in {public_key_file} differs from the key {checkpoint_file} was saved with; "
-            "find out which one the ledger published before going on"
-        )
-    pinned = pinned or saved_key
-    if kept is not None and pinned is None:
-        raise InvalidInput(
-            f"{checkpoint_file} holds a checkpoint but no public key to check it with; pin the ledger's key "
-            "with --public-key FILE"
-        )
+    kept = read_kept(checkpoint_file)
+    pinned = pin(kept, checkpoint_file, public_key_file)
     report = AuditReport(url=url, kept=kept)
     remote = Remote(url, token)
     try:
-        _audit(remote, report, kept, pinned, progress)
+        _audit(remote, report, kept, pinned, progress, witnesses)
     except AuditAbort as e:
         report.problem(str(e))
     finally:
         remote.close()
-    if report.ok and report.checkpoint is not None and report.public_key is not None:
-        save_checkpoint(checkpoint_file, report.checkpoint, report.public_key)
+    if report.ok and report.checkpoint is not None and report.pinned is not None:
+        save_checkpoint(checkpoint_file, report.checkpoint, report.pinned)
         report.saved = True
     return report
 
 
-def _audit(remote: Remote, report: AuditReport, kept: Json | None, pinned: str | None,
-           progress: Progress | None) -> None:
-    served_key = str(remote.get("/v1/audit/public-key").get("public_key", "")).lower()
-    if pinned is None:
-        if not _is_key(served_key):
-            raise AuditAbort(f"the server's public key {served_key!r:.80} is not 64 hex digits")
-        pinned = served_key
-        report.notes.append(
-            f"no checkpoint kept yet: trusting the server's public key on first use ({served_key}); "
-            "compare it with the key the ledger publishes elsewhere"
+def pin(kept: Kept | None, where: Path | str, public_key_file: Path | None) -> PinnedKey | None:
+    """The key to check with: `--public-key`'s, or the one saved with the kept checkpoint (in `where`)."""
+    saved_key = kept.pinned if kept is not None else None
+    pinned = read_public_key(public_key_file) if public_key_file is not None else None
+    if pinned is not None and saved_key is not None and pinned.public_key != saved_key.public_key:
+        raise InvalidInput(
+            f"the key in {public_key_file} differs from the key {where} was saved with; "
+            "find out which one the ledger published before going on"
         )
-    elif served_key != pinned:
-        report.problem(f"the server presents the public key {served_key}, not the pinned {pinned}")
-    report.public_key = pinned
-    if kept is not None and not verify_checkpoint(kept, pinned):
-        raise AuditAbort("the kept checkpoint's signature does not verify with the pinned key: the file was altered")
-
-    new = remote.get("/v1/audit/checkpoint")
-    if not verify_checkpoint(new, pinned):
-        raise AuditAbort(
-            f"the server's checkpoint (tree_size {new.get('tree_size')!r}) is not signed by the pinned key; "
-            "nothing it serves can be trusted"
+    pinned = saved_key if pinned is None or (saved_key is not None and pinned.name is None) else pinned
+    if kept is not None and pinned is None:
+        raise InvalidInput(
+            f"{where} holds a checkpoint but no public key to check it with; pin the ledger's key "
+            "with --public-key FILE"
         )
-    report.checkpoint = new
-    if kept is not None:
-        _check_consistency(remote, kept, new)
+    return pinned
 
+
+def _audit(remote: Remote, report: AuditReport, kept: Kept | None, pinned: PinnedKey | None,
+           progress: Progress | None, witnesses: WitnessPolicy | None = None) -> None:
+    new = new_checkpoint(remote, report, kept, pinned, witnesses)
     replay = _Replay(tree_size=new["tree_size"])
     _pull(remote, replay, report, progress)
+    check_root(replay, new, report)
+    _compare_claims(remote, replay, report, progress)
+    report.events = replay.events
+    report.claims = len(replay.folds)
+
+
+def new_checkpoint(remote: Remote, report: AuditReport, kept: Kept | None, pinned: PinnedKey | None,
+                   witnesses: WitnessPolicy | None) -> Json:
+    """The server's checkpoint, checked: the pinned key (or trust on first use), the kept one's
+    signature, the witnesses' quorum and the consistency proof from the kept one."""
+    announced = _announced_key(remote.get("/v1/audit/public-key"))
+    if pinned is None:
+        pinned = PinnedKey.of(announced)
+        report.notes.append(
+            f"no checkpoint kept yet: trusting the server's public key on first use ({announced.public_key.hex()}, "
+            f"verifier key {announced}); compare it with the key the ledger publishes elsewhere"
+        )
+    report.pinned = pinned
+    if kept is not None:
+        _check_kept(kept, pinned, report)
+    new = _checked_checkpoint(remote.get("/v1/audit/checkpoint"), kept, pinned, announced, report)
+    report.checkpoint = new
+    if witnesses is not None:
+        witnesses.check(Note.parse(new["note"]), report)
+    if kept is not None:
+        _check_consistency(remote, kept, new)
+    return new
+
+
+def check_root(replay: _Replay, new: Json, report: AuditReport) -> None:
+    """The feed's Merkle root at the checkpoint's size is the checkpoint's."""
     if replay.root_at_size is None:
         report.problem(f"the feed has {replay.events} events, fewer than the checkpoint's {replay.tree_size}")
     elif replay.root_at_size is not None and replay.root_at_size.hex() != new["root_hash"]:
@@ -373,22 +467,100 @@ def _audit(remote: Remote, report: AuditReport, kept: Json | None, pinned: str |
             f"the Merkle root of the feed's first {replay.tree_size} events is {replay.root_at_size.hex()}, "
             f"not the checkpoint's {new['root_hash']}: the feed is not the tree the ledger signed"
         )
-    _compare_claims(remote, replay, report, progress)
-    report.events = replay.events
-    report.claims = len(replay.folds)
 
 
-def _check_consistency(remote: Remote, kept: Json, new: Json) -> None:
-    old_size, new_size = kept["tree_size"], new["tree_size"]
+def _announced_key(answer: Json) -> Verifier:
+    """The key GET /v1/audit/public-key announces, as a verifier key."""
+    try:
+        announced = Verifier.parse(answer.get("verifier_key"))  # type: ignore[arg-type]
+    except NoteError as e:
+        raise AuditAbort(f"the server's verifier key {answer.get('verifier_key')!r:.120} is not one: {e}") from None
+    if str(answer.get("public_key", "")).lower() != announced.public_key.hex():
+        raise AuditAbort("the server's public_key and verifier_key are not the same key")
+    return announced
+
+
+def _check_kept(kept: Kept, pinned: PinnedKey, report: AuditReport) -> None:
+    """The kept checkpoint is the one the pinned key signed: a note, or once the former JSON one."""
+    altered = "the kept checkpoint's signature does not verify with the pinned key: the file was altered"
+    if kept.note is not None and kept.origin is not None:
+        try:
+            kept.note.open([pinned.verifier(kept.origin)])
+        except NoteError:
+            raise AuditAbort(altered) from None
+        said = {"origin": kept.origin, "tree_size": kept.tree_size, "root_hash": kept.root_hash}
+        if kept.fields != said:
+            raise AuditAbort(
+                f"the kept checkpoint file says {kept.fields} beside a signed note that says {said}: the file was altered"
+            )
+        return
+    if kept.former is None or not verify_json_checkpoint(kept.former, pinned.public_key.hex()):
+        raise AuditAbort(altered)
+    report.notes.append(
+        f"the kept checkpoint ({kept.tree_size} events) is in the former JSON format: its signature holds under "
+        "the pinned key, and it is replaced by the new checkpoint, a signed note, when all checks hold"
+    )
+
+
+def _checked_checkpoint(
+    answer: Json, kept: Kept | None, pinned: PinnedKey, announced: Verifier, report: AuditReport
+) -> Json:
+    """The server's checkpoint, its note verified with the pinned key; following a key rotation
+    when the note is signed by both the pinned key and the key the server now announces."""
+    try:
+        note, tree = read_checkpoint_note(answer.get("note"))  # type: ignore[arg-type]
+    except NoteError as e:
+        raise AuditAbort(f"the server's checkpoint is not a signed checkpoint note: {e}") from None
+    if kept is not None and kept.origin is not None and tree.origin != kept.origin:
+        raise AuditAbort(
+            f"the server's checkpoint is of the log {tree.origin!r}, the kept one of {kept.origin!r}: another log"
+        )
+    verifier = pinned.verifier(tree.origin)
+    rotated = announced.public_key != pinned.public_key
+    try:
+        note.open([verifier])
+    except NoteError:
+        if rotated:
+            report.problem(f"the server presents the public key {announced.public_key.hex()}, not the pinned "
+                           f"{pinned.public_key.hex()}")
+        raise AuditAbort(
+            f"the server's checkpoint (tree_size {tree.size}) is not signed by the pinned key; nothing it serves "
+            "can be trusted" + (
+                f". It announces the key {announced}: if the ledger rotated its key, the overlap in which its "
+                "checkpoints carried the old key and the new is over; check the new key with the ledger's "
+                "operator by other means, then pin it with --public-key" if rotated else ""
+            )
+        ) from None
+    if rotated:
+        if announced not in note.verified_by([announced]):
+            report.problem(f"the server presents the public key {announced.public_key.hex()}, not the pinned "
+                           f"{pinned.public_key.hex()}, and that key did not sign its checkpoint")
+        else:
+            report.pinned = PinnedKey.of(announced)
+            report.notes.append(
+                f"the ledger rotated its signing key: this checkpoint is signed by the pinned key {verifier} and "
+                f"by the key the ledger now announces, {announced}; the pin moves to the new key, saved with the "
+                "checkpoint"
+            )
+    said = {"origin": answer.get("origin"), "tree_size": answer.get("tree_size"), "root_hash": answer.get("root_hash")}
+    new = {"origin": tree.origin, "tree_size": tree.size, "root_hash": tree.root_hash.hex(), "note": str(note)}
+    if said != {k: new[k] for k in said}:
+        report.problem(f"the server's checkpoint says {said} beside a signed note that says "
+                       f"{ {k: new[k] for k in said} }")
+    return new
+
+
+def _check_consistency(remote: Remote, kept: Kept, new: Json) -> None:
+    old_size, new_size = kept.tree_size, new["tree_size"]
     if old_size > new_size:
         raise AuditAbort(
             f"the ledger shrank: the kept checkpoint covers {old_size} events, the server's now {new_size}; "
             "events were removed"
         )
     if old_size == new_size:
-        if kept["root_hash"] != new["root_hash"]:
+        if kept.root_hash != new["root_hash"]:
             raise AuditAbort(
-                f"the tree of {old_size} events has the root {new['root_hash']} now but had {kept['root_hash']}: "
+                f"the tree of {old_size} events has the root {new['root_hash']} now but had {kept.root_hash}: "
                 "events were changed or reordered"
             )
         return
@@ -401,7 +573,7 @@ def _check_consistency(remote: Remote, kept: Json, new: Json) -> None:
     except (TypeError, ValueError):
         path = None
     if path is None or not verify_consistency(
-        old_size, new_size, bytes.fromhex(kept["root_hash"]), bytes.fromhex(new["root_hash"]), path
+        old_size, new_size, bytes.fromhex(kept.root_hash), bytes.fromhex(new["root_hash"]), path
     ):
         raise AuditAbort(
             f"the consistency proof from {old_size} to {new_size} events does not verify: the ledger's first "
@@ -411,6 +583,8 @@ def _check_consistency(remote: Remote, kept: Json, new: Json) -> None:
 
 def _pull(remote: Remote, replay: _Replay, report: AuditReport, progress: Progress | None) -> None:
     for item in remote.feed(replay.last_position):
+        if not replay.fold and replay.complete:
+            break  # a mirror keeps what the checkpoint signed, no more
         replay.take(item, report)
         if progress is not None and replay.events % 1000 == 0:
             progress("feed", replay.events, replay.tree_size)
@@ -438,12 +612,23 @@ def _compare_claims(remote: Remote, replay: _Replay, report: AuditReport, progre
         _pull(remote, replay, report, progress)
     for claim_id in sorted(served - replay.folds.keys()):
         report.problem(f"claim {claim_id} is served but the feed holds no event of it")
-    claim_ids = sorted(replay.folds)
+    compare_views(remote, sorted(replay.folds), lambda claim_id: replay.folds[claim_id].view(), report, progress)
+
+
+def compare_views(
+    remote: Remote, claim_ids: Sequence[str], view_of: Callable[[str], Json], report: AuditReport,
+    progress: Progress | None, listed: Mapping[str, Json] | None = None,
+) -> None:
+    """Each claim's view as the auditor folds it (`view_of`) against the one the server serves,
+    at the version folded; each difference a problem naming the claim and the field. A view the
+    server listed (GET /v1/claims, `listed`) at that version is the one it serves: no GET then."""
     done = 0
 
     def check(claim_id: str) -> list[str]:
-        local = replay.folds[claim_id].view()
-        view = remote.get_or_none(f"/v1/claims/{claim_id}")
+        local = view_of(claim_id)
+        view = listed.get(claim_id) if listed is not None else None
+        if view is None or view.get("version") != local["version"]:
+            view = remote.get_or_none(f"/v1/claims/{claim_id}")
         if view is not None and isinstance(view.get("version"), int) and view["version"] > local["version"]:
             # The claim moved on after the feed was read: compare at the version audited.
             view = remote.get_or_none(f"/v1/claims/{claim_id}", version=local["version"])
