@@ -35,6 +35,7 @@ from projections.merkle import MERKLE_TABLES, MerkleLog, MerkleTip
 from projections.tables import LIVE, REBUILD, RETIRED, Tables
 from store.db import Cursor, ReadStore
 from store.event_store import open_ledger
+from store.lease import Lease
 from store.log import ClaimKey, LogScanner
 from store.settings import Database
 
@@ -61,8 +62,10 @@ class ProjectedFold(ClaimFold):
 
     keeps_data = False
     reg_position = 0  # the log position of the claim's registration, once the engine has it
-    # The claim's stance rows as the engine last wrote them, by holder (None: not known).
+    # The claim's stance and review rows as the engine last wrote them, by holder or
+    # reviewer (None: not known).
     stance_rows: dict[str, tuple[Any, ...]] | None = None
+    review_rows: dict[str, tuple[Any, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ CLAIM_COLUMNS = ("claim_id", "key", "statement", "language", "status", "view", "
 CLAIM_PG_TYPES = ("text", "text", "text", "text", "text", "text", "int", "bigint", "bigint", "text", "text")
 STANCE_COLUMNS = ("holder_id", "claim_id", "party_id", "stance", "act_id", "said_at", "reg_position", "item")
 STANCE_PG_TYPES = ("text", "text", "text", "text", "text", "text", "bigint", "text")
+REVIEW_COLUMNS = ("reviewer_id", "claim_id", "act_id", "reg_position", "item")
+REVIEW_PG_TYPES = ("text", "text", "text", "bigint", "text")
 SUBJECT_COLUMNS = ("subject", "claim_id", "reg_position")
 SUBJECT_PG_TYPES = ("text", "text", "bigint")
 SEARCH_COLUMNS = ("statement", "claim_id")
@@ -111,6 +116,14 @@ def _stance_rows(claim_id: str, v: dict[str, Any], reg_position: int) -> list[tu
         (s["holder"]["id"], claim_id, s["party"]["id"], s["stance"], s["act_id"], s["said_at"], reg_position,
          orjson.dumps({**head, **s}).decode())
         for s in v["stances"]
+    ]
+
+
+def _review_rows(claim_id: str, v: dict[str, Any], reg_position: int) -> list[tuple[Any, ...]]:
+    head = {"claim_id": claim_id, "key": v["key"], "statement": v["statement"], "status": v["status"]}
+    return [
+        (r["reviewer"]["id"], claim_id, r["act_id"], reg_position, orjson.dumps({**head, **r}).decode())
+        for r in v["reviews"]
     ]
 
 
@@ -246,6 +259,10 @@ class ProjectionEngine:
         self._start: int | None = None
         self._tip: tuple[int, int, MerkleTip] | None = None
         self._scanner = LogScanner(ledger, store.database)
+        # Among the engines of every process on this ledger, the one that applies batches
+        # (store/lease.py); the others stand by and take over when its session ends.
+        self.lease = Lease(store.database, f"projections {prefix}")
+        self.lease_retry = store.database.settings.lease_retry_seconds
 
     # Schema.
     def ensure_tables(self) -> None:
@@ -485,6 +502,9 @@ class ProjectionEngine:
         cur.copy_rows(self.tables.stances, STANCE_COLUMNS, [
             row for c, v in views for row in _stance_rows(c.claim_id, v, c.reg_position)
         ])
+        cur.copy_rows(self.tables.reviews, REVIEW_COLUMNS, [
+            row for c, v in views for row in _review_rows(c.claim_id, v, c.reg_position)
+        ])
 
     def _tracking(self, cur: Cursor, *, lock: bool) -> tuple[int, int]:
         suffix = " FOR UPDATE" if lock and cur.backend == "postgres" else ""
@@ -574,6 +594,7 @@ class ProjectionEngine:
             " version = excluded.version, position = excluded.position, updated_at = excluded.updated_at",
         )
         self._write_stances(cur, dirty, views, reg_positions)
+        self._write_reviews(cur, dirty, views, reg_positions)
 
     def _write_stances(
         self, cur: Cursor, dirty: dict[str, ProjectedFold], views: dict[str, dict[str, Any]],
@@ -607,6 +628,39 @@ class ProjectionEngine:
             t.stances, STANCE_COLUMNS, STANCE_PG_TYPES, write,
             "ON CONFLICT (holder_id, claim_id) DO UPDATE SET party_id = excluded.party_id,"
             " stance = excluded.stance, act_id = excluded.act_id, said_at = excluded.said_at,"
+            " reg_position = excluded.reg_position, item = excluded.item",
+        )
+
+    def _write_reviews(
+        self, cur: Cursor, dirty: dict[str, ProjectedFold], views: dict[str, dict[str, Any]],
+        reg_positions: dict[str, int],
+    ) -> None:
+        """The dirty claims' review rows, as `_write_stances` writes stance rows (a claim
+        never reviewed has none, and costs nothing here)."""
+        t = self.tables
+        rewrite: list[str] = []
+        gone: list[tuple[str, str]] = []
+        write: list[tuple[Any, ...]] = []
+        for cid, fold in dirty.items():
+            if not fold.reviewed:
+                continue
+            rows = {row[0]: row for row in _review_rows(cid, views[cid], reg_positions[cid])}
+            old = fold.review_rows
+            if old is None:
+                rewrite.append(cid)
+                write.extend(rows.values())
+            else:
+                write.extend(row for reviewer, row in rows.items() if old.get(reviewer) != row)
+                gone.extend((reviewer, cid) for reviewer in old if reviewer not in rows)
+            fold.review_rows = rows
+        for chunk in _chunks(rewrite, 500):
+            where, params = cur.in_list("claim_id", chunk)
+            cur.execute(f"DELETE FROM {t.reviews} WHERE {where}", params)
+        if gone:
+            cur.delete_pairs(t.reviews, ("reviewer_id", "claim_id"), gone)
+        cur.upsert_rows(
+            t.reviews, REVIEW_COLUMNS, REVIEW_PG_TYPES, write,
+            "ON CONFLICT (reviewer_id, claim_id) DO UPDATE SET act_id = excluded.act_id,"
             " reg_position = excluded.reg_position, item = excluded.item",
         )
 
@@ -653,11 +707,14 @@ class ProjectionEngine:
     # Running.
     def run(self, stop: threading.Event, poll_interval: float = 0.5) -> None:
         """Follow the log until `stop` is set, surviving database outages."""
-        waker = _Waker(self.ledger, self.store.database) if self.store.backend == "postgres" else None
+        waker = Waker(self.ledger, self.store.database) if self.store.backend == "postgres" else None
         began = -math.inf  # when the last batch that applied events (and left none behind) began
         spacing = self.batch_interval
         try:
             while not stop.is_set():
+                if not self._leads(waker):
+                    stop.wait(self.lease_retry)
+                    continue
                 # A batch costs a few round trips and a commit whatever its size: under a
                 # stream of writes, batches are spaced by at least the interval, and by
                 # BATCH_SPACING times the CPU the last one took, so that while it keeps up the
@@ -693,6 +750,22 @@ class ProjectionEngine:
         finally:
             if waker is not None:
                 waker.close()
+            self.lease.release()
+
+    def _leads(self, waker: Waker | None) -> bool:
+        """Whether this engine holds the lease and applies batches; a standby's takeover
+        starts from the tracking position the last leader left, not from what it knew."""
+        was = self.lease.held
+        leads = self.lease.keep()
+        if leads and not was:
+            self._forget()
+            log.info("projection engine leads (lease taken)")
+        elif was and not leads:
+            self._forget()
+            log.warning("projection engine stands by: it lost its lease")
+        if not leads and waker is not None:
+            waker.close()  # a standby listens to nothing
+        return leads
 
     def start_thread(self) -> threading.Thread:
         self._stop.clear()
@@ -865,8 +938,10 @@ def _fold_claims_main(argv: list[str]) -> int:
     return 0
 
 
-class _Waker:
-    """Wakes the engine on PostgreSQL NOTIFY; a timeout keeps polling as the fallback."""
+class Waker:
+    """Wakes a follower of the log on PostgreSQL NOTIFY; a timeout keeps polling as the fallback.
+
+    The engine and the stream follower (service/follower.py) both wait on it."""
 
     def __init__(self, ledger: Ledger, database: Database) -> None:
         self.database = database

@@ -8,12 +8,17 @@ from dataclasses import dataclass
 
 import psycopg
 
+from audit.rollback import TreeGuard
+from audit.signing import checkpoint_signer
 from domain.errors import StoreUnavailable
 from domain.ledger import Ledger
+from domain.note import Note
 from projections.engine import ProjectionEngine
 from projections.queries import ReadModels
 from store.db import ReadStore
 from store.event_store import open_ledger
+from store.identity import ensure_identity, ledger_identity
+from store.replicas import ReadRouter
 from store.settings import Database
 
 
@@ -23,7 +28,9 @@ class Runtime:
     ledger: Ledger
     store: ReadStore
     engine: ProjectionEngine
-    read: ReadModels
+    read: ReadModels  # the projections' reads: on the hot standbys when there are (`replicas`)
+    replicas: ReadRouter | None = None
+    guard: TreeGuard | None = None  # the one signer of checkpoints (audit/rollback.py); set by open()
 
     @classmethod
     def open(cls, url: str | None = None, *, pool_size: int = 8) -> Runtime:
@@ -33,10 +40,34 @@ class Runtime:
             store = ReadStore(database, pool_size=pool_size)
             engine = ProjectionEngine(ledger, store)
             engine.ensure_tables()
-        return cls(database, ledger, store, engine, ReadModels(store))
+            ensure_identity(store)
+        standbys = database.settings.read_database_urls()
+        replicas = ReadRouter(store, standbys, pool_size=pool_size) if standbys else None
+        runtime = cls(database, ledger, store, engine, ReadModels(replicas or store), replicas)
+        runtime.guard = TreeGuard(checkpoint_signer(database), ledger_identity(store), runtime.consistency)
+        return runtime
+
+    def tree_head(self) -> tuple[int, bytes]:
+        """The Merkle tree of the log as the projections hold it now: (size, root hash)."""
+        merkle = self.engine.merkle
+        with self.store.reading() as cur:
+            size = merkle.size(cur)
+            return size, merkle.root(cur, size)
+
+    def consistency(self, first_size: int, second_size: int) -> list[bytes]:
+        with self.store.reading() as cur:
+            return self.engine.merkle.consistency(cur, first_size, second_size)
+
+    def sign_checkpoint(self, size: int, root: bytes) -> Note:
+        """The signed checkpoint of the tree (size, root): RolledBack when it does not extend the
+        largest tree this ledger signed (audit/rollback.py)."""
+        assert self.guard is not None, "Runtime.open sets the guard"
+        return self.guard.sign(size, root)
 
     def close(self) -> None:
         self.engine.stop()
+        if self.replicas is not None:
+            self.replicas.close()
         self.store.close()
         self.ledger.close()
 

@@ -184,13 +184,15 @@ def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
 class ReadStore:
     """Transactions on the read-model database (SQLite file or PostgreSQL schema)."""
 
-    def __init__(self, database: Database, pool_size: int = 8) -> None:
+    def __init__(self, database: Database, pool_size: int = 8, *, standby: bool = False) -> None:
+        """`standby`: a read-only hot standby (store/replicas.py), where nothing is made."""
         self.database = database
         self.backend = database.backend
         self._local = threading.local()
         self._pool: ConnectionPool | None = None
         if self.backend == "postgres":
-            database.ensure_schema()
+            if not standby:
+                database.ensure_schema()
             self._pool = ConnectionPool(
                 kwargs={
                     **database.connect_kwargs(),

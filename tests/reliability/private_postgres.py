@@ -124,6 +124,44 @@ class PrivateCluster:
 @contextmanager
 def private_cluster(**settings: str) -> Iterator[PrivateCluster]:
     """A running private cluster with these server settings (`name=value`), removed afterwards."""
+    bindir = require_server_programs()
+    root = cluster_root()
+    cluster = PrivateCluster(bindir, root, settings)
+    try:
+        cluster.initdb()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        print(f"--- the private PostgreSQL's log (shown when the test fails) ---\n{cluster.log_text()[-4000:]}")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def private_pair(**settings: str) -> Iterator[tuple[PrivateCluster, PrivateCluster]]:
+    """A private primary and its streaming hot standby (`pg_basebackup -R -X stream -c fast`,
+    on a port of its own), both with these settings, removed afterwards."""
+    with private_cluster(wal_level="replica", max_wal_senders="4", **settings) as primary:
+        with (primary.data / "pg_hba.conf").open("a") as hba:
+            hba.write("host replication all 127.0.0.1/32 trust\n")
+        reloaded = primary.run("pg_ctl", "reload", "-D", str(primary.data))
+        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+        root = cluster_root()
+        standby = PrivateCluster(primary.bindir, root, {"hot_standby": "on", **settings})
+        try:
+            copied = primary.run("pg_basebackup", "-D", str(standby.data), "-R", "-X", "stream", "-c", "fast",
+                                 "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres")
+            assert copied.returncode == 0, copied.stdout + copied.stderr
+            standby.start()
+            yield primary, standby
+        finally:
+            standby.stop()
+            print(f"--- the standby's log (shown when the test fails) ---\n{standby.log_text()[-4000:]}")
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def require_server_programs() -> Path:
+    """initdb's and pg_ctl's directory; the test fails under CI, and is skipped elsewhere, without them."""
     bindir = server_programs()
     problem = None
     if bindir is None:
@@ -135,20 +173,16 @@ def private_cluster(**settings: str) -> Iterator[PrivateCluster]:
             pytest.fail(problem)
         pytest.skip(problem)
     assert bindir is not None
-    # Not pytest's tmp_path: the cluster's user must be able to reach it.
+    return bindir
+
+
+def cluster_root() -> Path:
+    """A new directory for a cluster: not pytest's tmp_path, the cluster's user must be able to reach it."""
     root = Path(tempfile.mkdtemp(prefix="ledger-pg-"))
     if os.geteuid() == 0:
         owner = pwd.getpwnam(OS_USER)
         os.chown(root, owner.pw_uid, owner.pw_gid)
-    cluster = PrivateCluster(bindir, root, settings)
-    try:
-        cluster.initdb()
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        print(f"--- the private PostgreSQL's log (shown when the test fails) ---\n{cluster.log_text()[-4000:]}")
-        shutil.rmtree(root, ignore_errors=True)
+    return root
 
 
 def user_exists(name: str) -> bool:

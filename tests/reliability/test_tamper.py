@@ -17,6 +17,7 @@ import httpx
 
 from service.runtime import Runtime
 from tests.api import story
+from tests.audit.test_audit import forget_signed_trees
 from tests.audit.test_verify import rehash, rewrite_state
 from tests.reliability.conftest import StartServer
 from tests.reliability.server import LedgerServer, make_token
@@ -120,6 +121,15 @@ def test_a_history_forged_under_a_running_server_fails_claims_audit_against_an_o
 
     with_runtime(database_url, forge_history)
     more(http, 2, "after-the-forgery")
+    # The ledger itself refuses to sign the rewritten log: it does not extend the largest tree
+    # it signed, kept beside its key (audit/rollback.py).
+    refused = audit()
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "answered 503" in refused.stdout and "does not extend" in refused.stdout, refused.stdout
+    assert kept.read_text() == before
+    # A forger who also controls the key's directory wipes that record: the auditor's own
+    # consistency check from its kept checkpoint must still catch the rewrite.
+    forget_signed_trees(server.workdir)
     forged = audit()
     http.close()
     assert forged.returncode == 1, forged.stdout + forged.stderr
