@@ -23,11 +23,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check domain client formats witness store projections audit service api web cli fixtures bench tests
 	$(VENV)/bin/mypy
 
+# The tests run in TEST_WORKERS processes (pytest-xdist): most of their time is spent waiting
+# on servers and databases, and each test has its own schema, files and ports.
 # The HTTP tests run a second time with the API's fast lane off: every request then goes
 # through FastAPI, which must give the same answers.
+TEST_WORKERS ?= 2
 test: $(STAMP) lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
-	$(VENV)/bin/pytest -q -p no:cacheprovider --fast-lane=off tests/api
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --fast-lane=off tests/api tests/web/test_pages.py
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -14,13 +14,13 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, MutableHeaders
@@ -29,15 +29,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import problems
 from api.body import BODY_METHODS, PARSED_BODY, unparsed_bodies
 from api.lookups import Lookups
-from api.metrics import ApiMetrics
-from api.routes import acts, audit, claims, events, health, parties
+from api.metrics import ApiMetrics, LeaseCollector, ReplicaCollector
+from api.routes import acts, audit, claims, events, health, parties, streams, tiles
 from api.routes.deps import ApiSettings, Services, read_access
 from api.routes.fast import FastLane, lanes_of
 from api.schemas import ProblemDetail
 from domain import ijson
 from domain.errors import InvalidJson, MalformedJson
+from service.follower import Follower, StreamLimits
 from service.forward import WriterHost, WriterLink
 from service.runtime import Runtime
+from service.witnessing import open_witnessing
 from service.writer import GroupWriter
 from store.idempotency import IdempotencyStore
 from store.settings import get_settings
@@ -46,6 +48,7 @@ from store.tokens import TokenStore
 log = logging.getLogger("claims.api")
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 LOOKUP_CONNECTIONS = 8  # PostgreSQL connections of the event loop's one-statement lookups
 
 DESCRIPTION = """An event-sourced ledger of claims: who asserted, denied and retracted what.
@@ -68,20 +71,41 @@ def open_services(
         idempotency = IdempotencyStore(rt.store)
         idempotency.ensure_table()
         idempotency.purge()
-        metrics = ApiMetrics(lambda: (rt.read.position(), rt.ledger.max_position()))
+        metrics = ApiMetrics(lambda: (rt.engine.position(), rt.ledger.max_position()))
+        if rt.replicas is not None:
+            metrics.add_collector(ReplicaCollector(rt.replicas))
         writer = GroupWriter(
             rt.ledger, max_batch=settings.max_batch, on_commit=metrics.observe_commit, gate=tokens.check,
         )
         writer.start()
         engine_thread = rt.engine.start_thread() if run_projections else None
+        if run_projections:
+            metrics.add_collector(LeaseCollector(rt.engine.lease))
+        witnessing = open_witnessing(rt)
+        if witnessing is not None:
+            metrics.add_collector(witnessing.collector())
+            if witnessing.lease is not None:
+                metrics.add_collector(LeaseCollector(witnessing.lease))
+            witnessing.start()
     except BaseException:
         if runtime is None:
             rt.close()
         raise
-    return Services(rt, settings, writer, tokens, idempotency, metrics, run_projections, lookups, engine_thread)
+    return Services(rt, settings, writer, tokens, idempotency, metrics, run_projections, lookups, engine_thread,
+                    witnessing=witnessing)
+
+
+def stream_limits(services: Services) -> StreamLimits:
+    settings = services.runtime.database.settings
+    return StreamLimits(
+        max_subscribers=settings.stream_max_subscribers, buffer_events=settings.stream_buffer_events,
+        buffer_bytes=settings.stream_buffer_bytes, poll=settings.stream_poll_ms / 1000,
+    )
 
 
 def close_services(services: Services, *, owns_runtime: bool) -> None:
+    if services.witnessing is not None:
+        services.witnessing.stop()
     services.writer.stop()
     if services.runs_projections:
         services.runtime.engine.stop()
@@ -92,7 +116,7 @@ def close_services(services: Services, *, owns_runtime: bool) -> None:
 def create_app(
     runtime: Runtime | None = None, *, url: str | None = None, run_projections: bool = True,
     settings: ApiSettings | None = None, writer_socket: str | None = None, hosts_writer: bool = False,
-    fast_lane: bool = True,
+    fast_lane: bool = True, routers: Sequence[APIRouter] = (), form_paths: Collection[str] = (),
 ) -> FastAPI:
     """The API on `runtime`, or on a Runtime it opens on `url` (default LEDGER_DATABASE_URL).
 
@@ -100,6 +124,8 @@ def create_app(
     its group writer there and the others send it their writes (service/forward.py).
     Without `fast_lane`, every request goes through FastAPI (routes/fast.py), with the same
     answers; the fast handlers' declarations are checked either way.
+    `routers` are added after the API's own, before the fast lanes are worked out (the web
+    pages, web/app.py); `form_paths` take HTML form bodies instead of JSON (their sign-in).
     """
     settings = settings or ApiSettings.from_settings(get_settings())
 
@@ -111,9 +137,13 @@ def create_app(
         if writer_socket is not None:
             await _join_writer(services, writer_socket, hosts_writer)
         app.state.services = services
+        app.state.follower = follower = Follower(services.runtime.read, services.runtime.ledger, stream_limits(services))
+        await follower.start()
         try:
             yield
         finally:
+            await follower.close()  # ends the open streams
+            del app.state.follower
             await services.lookups.aclose()
             if services.link is not None:
                 await services.link.close()
@@ -130,12 +160,16 @@ def create_app(
             {"name": "acts", "description": "Assertions, denials, retractions and voids."},
             {"name": "parties", "description": "Where parties stand."},
             {"name": "audit", "description": "The event feed."},
+            {"name": "streams", "description": "The event feed and claims' changes as Server-Sent Events."},
             {"name": "operations", "description": "Health and metrics."},
         ],
     )
     problems.install(app)
-    for module in (claims, acts, parties, events, audit, health):
+    # streams first: /v1/claims/stream before /v1/claims/{id} (the fast lane leaves it to FastAPI)
+    for module in (streams, claims, acts, parties, events, audit, tiles, health):
         app.include_router(module.router)
+    for router in routers:
+        app.include_router(router)
     lanes = lanes_of(app.routes)  # raises when a fast handler misses an input of its route
     unparsed = list(unparsed_bodies(app.routes))
     if unparsed:
@@ -146,7 +180,7 @@ def create_app(
     app.fast_lane = FastLane(app.behind, api=app, lanes=lanes) if fast_lane else None
     app.front = RequestContext(BodyGuard(
         app.fast_lane if app.fast_lane is not None else app.behind,
-        max_bytes=settings.max_body_bytes,
+        max_bytes=settings.max_body_bytes, form_paths=form_paths,
     ))
     app.openapi = lambda: openapi(app, reads_open=not settings.read_tokens_required)  # type: ignore[method-assign]
     return app
@@ -268,9 +302,10 @@ class BodyGuard:
     (415), and I-JSON (422 naming the member): parsed here, once, by `domain.ijson.loads`,
     and kept for the routes (api/body.py)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, form_paths: Collection[str] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.form_paths = frozenset(form_paths)  # an HTML form's body is theirs to read
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
@@ -296,8 +331,8 @@ class BodyGuard:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if body:
-            media = headers.get("content-type", "").split(";")[0].strip().lower()
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        if body and not (media == FORM_MEDIA_TYPE and scope["path"] in self.form_paths):
             if media != "application/json" and not media.endswith("+json"):
                 await self.reject(scope, receive, send, 415, "unsupported-media-type",
                                   "send the body as JSON with 'Content-Type: application/json'")

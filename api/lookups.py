@@ -189,31 +189,48 @@ class Lookups:
                 waiter.set_result(None)  # it may make a connection of its own
                 return
 
+    async def rows(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
+        """Every row of one reading statement (``?`` placeholders) over a bounded index range,
+        such as a tile of the Merkle log, asked on the event loop as the lookups above are
+        (on PostgreSQL on its own, not together with others)."""
+        if self.backend == "sqlite":
+            return await self._sqlite_rows(sql, params, one=False)
+        return await self._pg_rows(sql, params)
+
     # SQLite.
     async def _sqlite_one(self, sql: str, params: tuple[Any, ...]) -> Row | None:
+        rows = await self._sqlite_rows(sql, params, one=True)
+        return rows[0] if rows else None
+
+    async def _sqlite_rows(self, sql: str, params: tuple[Any, ...], *, one: bool) -> list[Row]:
         if self._loop_conn is None:
             self._loop_conn = self._sqlite_connect(busy_timeout_ms=0)
         try:
-            row = self._loop_conn.execute(sql, params).fetchone()
+            return _fetched(self._loop_conn.execute(sql, params), one)
         except sqlite3.OperationalError:  # busy (or worse): wait for it in a thread, not here
-            return await anyio.to_thread.run_sync(self._sqlite_waiting_one, sql, params)
-        return None if row is None else tuple(row)
+            return await anyio.to_thread.run_sync(self._sqlite_waiting_rows, sql, params, one)
 
-    def _sqlite_waiting_one(self, sql: str, params: tuple[Any, ...]) -> Row | None:
+    def _sqlite_waiting_rows(self, sql: str, params: tuple[Any, ...], one: bool) -> list[Row]:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._sqlite_connect(busy_timeout_ms=BUSY_TIMEOUT_MS)
         try:
-            row = conn.execute(sql, params).fetchone()
+            return _fetched(conn.execute(sql, params), one)
         except sqlite3.OperationalError as e:
             raise StoreUnavailable(f"the ledger file is busy or unreadable: {e}") from e
-        return None if row is None else tuple(row)
 
     def _sqlite_connect(self, *, busy_timeout_ms: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.database.path, timeout=busy_timeout_ms / 1000, isolation_level=None,
                                check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         return conn
+
+
+def _fetched(cursor: sqlite3.Cursor, one: bool) -> list[Row]:
+    if one:
+        row = cursor.fetchone()
+        return [] if row is None else [tuple(row)]
+    return [tuple(row) for row in cursor.fetchall()]
 
 
 def _claim_ids(ref: str) -> tuple[str, ...]:

@@ -12,11 +12,13 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from domain.ledger import Outcome
+from store.lease import SOLE, Lease
+from store.replicas import ReadRouter
 
 log = logging.getLogger("claims.api")
 
@@ -40,6 +42,48 @@ class ProjectionCollector(Collector):
         yield GaugeMetricFamily("claims_log_head_position", "Newest position in the event log", value=head)
         yield GaugeMetricFamily("claims_projection_lag_events", "Events written but not yet projected",
                                 value=max(0, head - position))
+
+
+class LeaseCollector(Collector):
+    """Whether this process holds a job's lease (store/lease.py): 1 leads, 0 stands by; and how
+    often it took it. Not reported on SQLite, where there is no lease to hold."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+
+    def collect(self) -> Iterator[Metric]:
+        if self.lease.role == SOLE:
+            return
+        name = self.lease.job.split()[0]
+        leader = GaugeMetricFamily("claims_lease_leader", "1 when this process holds the job's lease and does the"
+                                   " job, 0 when it stands by", labels=["lease"])
+        leader.add_metric([name], 1.0 if self.lease.held else 0.0)
+        acquired = CounterMetricFamily("claims_lease_acquired", "Times this process took the job's lease",
+                                       labels=["lease"])
+        acquired.add_metric([name], float(self.lease.acquired))
+        yield from (leader, acquired)
+
+
+class ReplicaCollector(Collector):
+    """Each hot standby's lag behind the primary, and whether reads go to it (store/replicas.py)."""
+
+    def __init__(self, replicas: ReadRouter) -> None:
+        self.replicas = replicas
+
+    def collect(self) -> Iterator[Metric]:
+        seconds = GaugeMetricFamily("claims_replica_lag_seconds", "Seconds the standby is behind the primary",
+                                    labels=["replica"])
+        size = GaugeMetricFamily("claims_replica_lag_bytes", "WAL bytes the standby has not replayed yet",
+                                 labels=["replica"])
+        usable = GaugeMetricFamily("claims_replica_usable", "1 when reads go to the standby (within the lag"
+                                   " allowed), 0 when it is behind or unreachable", labels=["replica"])
+        for lag in self.replicas.lags():
+            if lag.lag_seconds is not None:
+                seconds.add_metric([lag.name], lag.lag_seconds)
+            if lag.lag_bytes is not None:
+                size.add_metric([lag.name], float(lag.lag_bytes))
+            usable.add_metric([lag.name], 1.0 if lag.usable(self.replicas.max_lag_seconds) else 0.0)
+        yield from (seconds, size, usable)
 
 
 class ApiMetrics:
@@ -68,6 +112,12 @@ class ApiMetrics:
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.projection = ProjectionCollector(probe)
         self.registry.register(self.projection)
+        self.collectors: list[Collector] = [self.projection]  # read at scrape time, per process
+
+    def add_collector(self, collector: Collector) -> None:
+        """A collector of this process's state (e.g. its witnesses), reported beside the others."""
+        self.registry.register(collector)
+        self.collectors.append(collector)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in METHODS else "other"
@@ -90,6 +140,7 @@ class ApiMetrics:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
-            registry.register(self.projection)
+            for collector in self.collectors:
+                registry.register(collector)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

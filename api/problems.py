@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audit.rollback import RolledBack
 from domain.errors import (
     InvalidInput,
     LedgerError,
@@ -42,6 +43,7 @@ STATUS_OF: list[tuple[type[LedgerError], int]] = [
     (RuleViolation, 409),
     (VersionMismatch, 412),
     (StoreUnavailable, 503),
+    (RolledBack, 503),
     (MissingToken, 401),
     (InvalidToken, 401),
     (RoleTooLow, 403),

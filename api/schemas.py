@@ -10,10 +10,18 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints
 
 from domain.fold import ClaimStatus
-from domain.values import MAX_NAME, MAX_REPORTED_VIA, MAX_STATEMENT, MAX_SUBJECTS, MAX_TEXT, MAX_URL
+from domain.values import (
+    MAX_NAME,
+    MAX_RATING,
+    MAX_REPORTED_VIA,
+    MAX_STATEMENT,
+    MAX_SUBJECTS,
+    MAX_TEXT,
+    MAX_URL,
+)
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,119}$"
 TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2}))?$"
@@ -95,6 +103,35 @@ class VoidBody(RequestBody):
     act_id: Slug | None = None
 
 
+RatingNumber = StrictInt | StrictFloat
+
+
+class Rating(RequestBody):
+    """A verdict as published, and where it sits on the reviewer's scale. `best` and `worst`
+    come together (and differ); `value` needs both and lies between them."""
+
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_RATING)] = Field(
+        examples=["False", "Pants on Fire", "Unproven"]
+    )
+    value: RatingNumber | None = Field(None, examples=[1])
+    best: RatingNumber | None = Field(None, examples=[5])
+    worst: RatingNumber | None = Field(None, examples=[1])
+
+
+class ReviewBody(RequestBody):
+    """A fact-checker's published verdict on the claim. It never changes the claim's status."""
+
+    reviewer: Party = Field(description="The fact-checking organisation.")
+    rating: Rating
+    url: Annotated[str, StringConstraints(max_length=MAX_URL, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")] = Field(
+        description="The published review: an absolute http(s) URL.",
+        examples=["https://www.example.org/fact-checks/putin-elton-john-call"],
+    )
+    reviewed_at: SaidAt | None = Field(None, description="When the review was published (unknown: null).")
+    summary: Text | None = None
+    act_id: Slug | None = Field(None, description="Unique within the claim; made by the server when omitted.")
+
+
 # Responses.
 class ClaimWritten(BaseModel):
     id: str = Field(description="The claim's UUID.")
@@ -133,6 +170,31 @@ class Counts(BaseModel):
     denials: int
     retractions: int
     voids: int
+    reviews: int = Field(description="Standing reviews: the length of `reviews`.")
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+class RatingView(BaseModel):
+    text: str
+    value: int | float | None = Field(None, description="Only when given.", exclude_if=_absent)
+    best: int | float | None = Field(None, description="Only when given.", exclude_if=_absent)
+    worst: int | float | None = Field(None, description="Only when given.", exclude_if=_absent)
+
+
+class ClaimReview(BaseModel):
+    """A reviewer's latest standing review of the claim."""
+
+    act_id: str
+    reviewer: PartyRef
+    rating: RatingView
+    url: str
+    reviewed_at: str | None
+    summary: str | None = Field(None, description="Only when given.", exclude_if=_absent)
+    version: int
+    recorded_at: str
 
 
 class ClaimView(BaseModel):
@@ -143,6 +205,7 @@ class ClaimView(BaseModel):
     subjects: list[str]
     status: ClaimStatus
     stances: list[ClaimStance]
+    reviews: list[ClaimReview] = Field(description="Each reviewer's latest standing review, by reviewer id.")
     counts: Counts
     version: int
     registered_at: str
@@ -164,7 +227,7 @@ class SourceView(BaseModel):
 class HistoryEvent(BaseModel):
     position: int
     version: int
-    type: Literal["ClaimRegistered", "Asserted", "Denied", "Retracted", "ActVoided"]
+    type: Literal["ClaimRegistered", "Asserted", "Denied", "Retracted", "ActVoided", "Reviewed"]
     act_id: str | None
     party: PartyRef | None
     on_behalf_of: PartyRef | None
@@ -181,6 +244,11 @@ class HistoryEvent(BaseModel):
     key: str | None = Field(None, description="ClaimRegistered only.")
     language: str | None = Field(None, description="ClaimRegistered only.")
     subjects: list[str] | None = Field(None, description="ClaimRegistered only.")
+    reviewer: PartyRef | None = Field(None, description="Reviewed only.", exclude_if=_absent)
+    rating: RatingView | None = Field(None, description="Reviewed only.", exclude_if=_absent)
+    url: str | None = Field(None, description="Reviewed only.", exclude_if=_absent)
+    reviewed_at: str | None = Field(None, description="Reviewed only, when known.", exclude_if=_absent)
+    summary: str | None = Field(None, description="Reviewed only, when given.", exclude_if=_absent)
     prev_hash: str
     hash: str
 
@@ -197,11 +265,19 @@ class PartyStance(ClaimStance):
     status: ClaimStatus
 
 
+class PartyReview(ClaimReview):
+    claim_id: str
+    key: str
+    statement: str
+    status: ClaimStatus
+
+
 class PartyView(BaseModel):
     party_id: str
     name: str
     stances: list[PartyStance] = Field(description="The party's own stances (as holder), one per claim.")
     spoken_for_others: list[PartyStance] = Field(description="Stances the party voiced for another holder.")
+    reviews: list[PartyReview] = Field(description="The party's standing reviews as a reviewer, one per claim.")
 
 
 class FeedItem(BaseModel):
@@ -220,13 +296,64 @@ class ProjectionHealth(BaseModel):
     head: int | None = Field(description="Newest position in the event log.")
     lag: int | None
     engine: Literal["running", "stopped", "external"]
+    lease: Literal["leader", "standby", "sole"] | None = Field(
+        default=None,
+        description="On PostgreSQL, whether this node's engine holds the lease and applies the log (leader) or waits"
+        " to take over (standby); sole on SQLite; null when the engine is stopped or runs in another process"
+        " (--workers N).",
+    )
+
+
+class ReplicaHealth(BaseModel):
+    name: str = Field(description="The standby's host:port (LEDGER_READ_DATABASE_URL).")
+    status: Literal["ok", "behind", "unreachable"] = Field(
+        description="ok: it serves reads; behind: more than LEDGER_READ_MAX_LAG_SECONDS behind the primary; "
+        "unreachable: see problem. Reads skip a standby that is not ok.",
+    )
+    lag_bytes: int | None = Field(description="WAL bytes the primary wrote that the standby has not replayed.")
+    lag_seconds: float | None = Field(
+        description="Seconds since the standby replayed its last transaction, while it is behind (0 when not).",
+    )
+    replay_paused: bool = Field(description="Replay is paused on the standby (pg_wal_replay_pause()).")
+    problem: str | None = Field(description="Why the lag could not be measured.")
+
+
+class CheckpointHealth(BaseModel):
+    status: Literal["ok", "refused"] = Field(
+        description="refused: the log's tree does not extend the largest tree the ledger signed (a restore rewound"
+        " it); no checkpoint is signed or served until `claims recover --acknowledge-rollback`.",
+    )
+    reason: str | None = Field(description="Why checkpoints are refused.")
+
+
+class WitnessHealth(BaseModel):
+    name: str = Field(description="The witness's key name.")
+    url: str
+    status: Literal["ok", "failing", "pending"] = Field(
+        description="ok: its last answer was a cosignature; failing: it was not (see problem); pending: not asked yet.",
+    )
+    cosigned_size: int | None = Field(description="Tree size of its newest cosignature this process holds.")
+    problem: str | None = Field(description="Why its last answer was not a cosignature.")
 
 
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="degraded: the ledger works but a witness does not cosign (see witnesses), or a read replica"
+        " is behind or unreachable (see replicas).",
+    )
     database: str = Field(description="'ok', or why the database cannot be used.")
+    checkpoints: CheckpointHealth = Field(
+        default_factory=lambda: CheckpointHealth(status="ok", reason=None),
+        description="Whether the ledger signs its checkpoints (docs/operations.md, restores).",
+    )
+    replicas: list[ReplicaHealth] = Field(
+        default_factory=list, description="The hot standbys reads go to (LEDGER_READ_DATABASE_URL); empty: none.",
+    )
     backend: str
     projections: ProjectionHealth
+    witnesses: list[WitnessHealth] = Field(
+        default_factory=list, description="The configured witnesses (LEDGER_WITNESSES), each with its state.",
+    )
 
 
 class ValidationItem(BaseModel):

@@ -11,6 +11,20 @@ Rows (each beside its baseline, measured in this run on this machine):
  6. HTTP reads vs a bare FastAPI endpoint returning a constant; the plain read (the fast lane)
     also vs a bare Starlette route
  7. `claims verify`; Merkle inclusion and consistency proofs at the large size
+ 8. C2SP tlog-tiles: full hash tiles and entry bundles over HTTP at the large size vs bare FastAPI
+ 9. fact-checking's formats: the whole ledger exported as ClaimReview, PROV-O and CSV (vs the fixture
+    export), and ClaimReview feeds imported (vs the fixture import of the same acts)
+ 10. witnesses: the time from a new tree head to a checkpoint cosigned by two local witnesses
+ 11. Server-Sent Event streams: 500 subscribers of the claim stream under 200 writes/s (delivery
+    latency, memory per subscriber, write rate beside none); catch-up of the event stream beside
+    the NDJSON feed
+ 12. the web pages: a claim's page and the home page beside the JSON reads they render, the
+    claim page's p99 at one connection, page weight
+ 13. `claims audit --mirror`: the first audit (events/s, peak RSS; again at the large size), an
+    incremental audit of 1,000 new events beside a full audit of the same ledger, `claims audit show`
+    beside the time-travel GET
+ 14. several nodes on one PostgreSQL ledger: the projection engine's failover after a SIGKILL of the
+    leader (p50/p99 over kills); HTTP writes spread over two nodes beside the same clients on one
 """
 
 from __future__ import annotations
@@ -37,8 +51,16 @@ from bench.harness import (
 )
 from bench.load import tool
 from bench.rows_audit import audit, audit_large
+from bench.rows_formats import formats_export, formats_import
+from bench.rows_mirror import mirror_audit, mirror_audit_large
+from bench.rows_nodes import failover, two_nodes
 from bench.rows_projections import catch_up_lag, rebuild, rebuild_large
 from bench.rows_reads import reads
+from bench.rows_streams import catch_up as stream_catch_up
+from bench.rows_streams import subscribers as stream_subscribers
+from bench.rows_tiles import tiles_large
+from bench.rows_web import web_pages
+from bench.rows_witness import witness_latency
 from bench.rows_writes import bulk_import, bulk_import_large, http_writes, single_writes
 
 HERE = Path(__file__).resolve().parent
@@ -52,11 +74,22 @@ ROWS: list[tuple[int, str, Row]] = [
     (4, "projection rebuild", rebuild),
     (7, "claims verify", audit),
     (6, "HTTP reads", reads),
+    (12, "web pages", web_pages),
     (2, "HTTP writes", http_writes),
     (5, "catch-up lag", catch_up_lag),
+    (11, "event stream catch-up", stream_catch_up),
+    (11, "stream subscribers", stream_subscribers),
+    (9, "formats: export", formats_export),
+    (9, "formats: ClaimReview import", formats_import),
+    (10, "witnesses: cosigned checkpoint latency", witness_latency),
+    (13, "claims audit --mirror", mirror_audit),
+    (14, "several nodes: engine failover", failover),
+    (14, "several nodes: writes on two nodes", two_nodes),
     (3, "bulk import, large", bulk_import_large),
     (4, "projection rebuild, large", rebuild_large),
     (7, "claims verify and Merkle proofs, large", audit_large),
+    (8, "tlog tiles, large", tiles_large),
+    (13, "claims audit --mirror, large", mirror_audit_large),
 ]
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
 
 import typer
 
@@ -22,13 +24,31 @@ app = typer.Typer(
 )
 
 
+@dataclass(frozen=True)
+class Remote:
+    """The global `--url` and `--token`: the ledger the remote commands talk to (cli/remote.py)."""
+
+    url: str | None = None
+    token: str | None = None
+
+
 @app.callback()
-def read_settings() -> None:
+def read_settings(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Option(
+        help="A remote ledger's base URL, for the commands that talk to one over HTTP (show, list, history, "
+        "party, assert, deny, retract, void, review, tail, watch, audit). Default: LEDGER_URL.", show_default=False,
+    )] = None,
+    token: Annotated[str | None, typer.Option(
+        help="The bearer token sent to the remote ledger. Default: LEDGER_TOKEN.", show_default=False,
+    )] = None,
+) -> None:
     # Each command reads the environment as it starts, and a bad LEDGER_* value stops it before
     # it does anything. Afresh: tests run many commands in one process (CliRunner).
     get_settings.cache_clear()
     with exit_on_errors():
         get_settings()
+    ctx.obj = Remote(url, token)
 
 
 @contextmanager
@@ -48,6 +68,6 @@ def exit_on_errors(unavailable: str = "") -> Iterator[None]:
 
 def main() -> None:
     # Each module adds its commands to `app` when imported.
-    from cli import audit, fixtures, projections, serve, tokens  # noqa: F401
+    from cli import audit, fixtures, projections, recover, remote, serve, tokens, witness  # noqa: F401
 
     app()

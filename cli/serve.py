@@ -88,7 +88,7 @@ def serve(
     if workers == 1:
         import uvicorn
 
-        from api.app import create_app
+        from web.app import create_app  # the API and the web pages
 
         _announce(database, host, port, workers)
         _exit_cleanly_on_signals()
@@ -146,7 +146,7 @@ def _exit_cleanly_on_signals() -> None:
 def _api_worker(sock: socket.socket, log_level: str, writer_socket: str, hosts_writer: bool) -> None:
     import uvicorn
 
-    from api.app import worker_app
+    from web.app import worker_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _exit_cleanly_on_signals()
@@ -175,6 +175,7 @@ def prepare_database() -> None:
     """Make every table once, before the processes that share them start: on PostgreSQL,
     CREATE TABLE IF NOT EXISTS run by several processes at the same moment can fail."""
     from service.runtime import Runtime
+    from service.witnessing import CosignatureTable
     from store.idempotency import IdempotencyStore
     from store.tokens import TokenStore
 
@@ -182,6 +183,7 @@ def prepare_database() -> None:
     try:
         TokenStore(runtime.store).ensure_table()
         IdempotencyStore(runtime.store).ensure_table()
+        CosignatureTable(runtime.store).ensure_table()
     finally:
         runtime.close()
 

@@ -23,6 +23,7 @@ from domain.ijson import safe_integer
 from domain.values import MAX_NAME, check_text, claim_ids_for_ref
 from projections.tables import LIVE, Tables
 from store.db import ReadStore
+from store.replicas import ReadRouter
 
 Json = dict[str, Any]
 MAX_LIMIT = 500
@@ -30,6 +31,7 @@ HISTORY_FIELDS = (
     "act_id", "party", "on_behalf_of", "said_at", "source", "reported_via", "quote", "note",
     "retracts", "voids", "reason",
 )
+REVIEW_FIELDS = ("reviewer", "rating", "url", "reviewed_at", "summary")
 WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -45,6 +47,8 @@ def history_item(position: int, body: Json) -> Json:
     if body["type"] == "ClaimRegistered":
         item.update(statement=data["statement"], key=data["key"], language=data.get("language"),
                     subjects=data.get("subjects", []))
+    elif body["type"] == "Reviewed":
+        item.update((name, data.get(name)) for name in REVIEW_FIELDS)
     item["prev_hash"] = body["prev_hash"]
     item["hash"] = body["hash"]
     return item
@@ -69,7 +73,8 @@ def decode_cursor(cursor: str) -> int:
 class ReadModels:
     """Answers the API's read questions from the live read-model tables."""
 
-    def __init__(self, store: ReadStore, *, cache_claims: int = 2_000) -> None:
+    def __init__(self, store: ReadStore | ReadRouter, *, cache_claims: int = 2_000) -> None:
+        """On `store`: the ledger's read store, or the router to its hot standbys (store/replicas.py)."""
         self.store = store
         self.tables = Tables(LIVE)
         self._histories: OrderedDict[str, list[tuple[int, Json]]] = OrderedDict()
@@ -222,26 +227,42 @@ class ReadModels:
                 f"SELECT item FROM {t.stances} WHERE party_id = ? AND holder_id <> ? ORDER BY reg_position",
                 (party_id, party_id),
             ).fetchall()
-        if not held and not spoken:
+            reviewed = cur.execute(
+                f"SELECT item FROM {t.reviews} WHERE reviewer_id = ? ORDER BY reg_position", (party_id,)
+            ).fetchall()
+        if not held and not spoken and not reviewed:
             return None
         stances = [json.loads(i) for (i,) in held]
         spoken_for = [json.loads(i) for (i,) in spoken]
-        first = (stances or spoken_for)[0]
-        name = first["holder"]["name"] if stances else first["party"]["name"]
-        return {"party_id": party_id, "name": name, "stances": stances, "spoken_for_others": spoken_for}
+        reviews = [json.loads(i) for (i,) in reviewed]
+        if stances:
+            name = stances[0]["holder"]["name"]
+        elif spoken_for:
+            name = spoken_for[0]["party"]["name"]
+        else:
+            name = reviews[0]["reviewer"]["name"]
+        return {
+            "party_id": party_id, "name": name, "stances": stances, "spoken_for_others": spoken_for,
+            "reviews": reviews,
+        }
 
     # The event feed and positions.
     def feed(self, after: int = 0, limit: int = 100) -> list[Json]:
+        return [{"position": p, "hash": h, "body": json.loads(b)} for p, h, b, _, _ in self.feed_rows(after, limit)]
+
+    def feed_rows(self, after: int = 0, limit: int = 100) -> list[tuple[int, str, str, str, str]]:
+        """The feed's items as stored: (position, hash, the body's JSON text, claim id, event
+        type); `feed` decodes the bodies, the event stream sends them as they are."""
         if after < 0:
             raise InvalidInput("after must be 0 or a position from a previous page", "after")
         if not 1 <= limit <= 10_000:
             raise InvalidInput("limit must be between 1 and 10000", "limit")
         with self.store.reading() as cur:
             rows = cur.execute(
-                f"SELECT position, hash, body FROM {self.tables.history} WHERE position > ?"
+                f"SELECT position, hash, body, claim_id, type FROM {self.tables.history} WHERE position > ?"
                 " ORDER BY position LIMIT ?", (after, limit),
             ).fetchall()
-        return [{"position": int(p), "hash": h, "body": json.loads(b)} for p, h, b in rows]
+        return [(int(p), str(h), str(b), str(c), str(t)) for p, h, b, c, t in rows]
 
     def position(self) -> int:
         with self.store.reading() as cur:

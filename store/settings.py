@@ -7,7 +7,9 @@ and the Database they name (LEDGER_DATABASE_URL mapped onto the library's settin
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, get_args
@@ -20,8 +22,11 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.errors import InvalidInput
+from domain.note import COSIGNATURE_V1, Verifier, check_key_name
 
 ENV_PREFIX = "LEDGER_"
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+READ_FALLBACKS = ("primary", "refuse")
 MIN_API_THREADS = 2  # one request can wait on a write while another reads
 MIN_WRITE_TIMEOUT = 0.1
 
@@ -40,6 +45,18 @@ class Settings(BaseSettings):
         default=None,
         description="The Ed25519 key that signs checkpoints; made (mode 0600) on first use: back it up. "
         "Unset: `<sqlite file>.signing-key.pem` beside a SQLite ledger, else `./ledger-signing-key.pem`.",
+    )
+    log_origin: str | None = Field(
+        default=None,
+        description="The log's origin: the first line of every checkpoint and the name of its signing key "
+        "(a schema-less URL such as `ledger.example.org/claims`; no spaces, no `+`). Unset: "
+        "`claims-ledger/<16 hex digits of SHA-256 of the public key>`, kept across key rotations.",
+    )
+    key_rotation_overlap: str = Field(
+        default="7d",
+        description="How long, after `claims audit-key rotate`, the previous key goes on signing each "
+        "checkpoint beside the new one (when `--overlap` is not given): `<n>` followed by `s`, `m`, `h`, `d` "
+        "or `w`, in one or more parts (`1d12h`).",
     )
     read_tokens_required: bool = Field(
         default=False, description="`1` makes every read need a token (role `reader` or above).",
@@ -65,6 +82,12 @@ class Settings(BaseSettings):
         "load, fewer and larger batches and a third of the time at most for the engine; more means "
         "less CPU per event and more lag.",
     )
+    lease_retry_seconds: float = Field(
+        default=0.5, gt=0, le=60,
+        description="On PostgreSQL, how often a process whose projection engine (or witnessing) stands by "
+        "tries to take over the lease another process holds: the engine's failover time is about this "
+        "much once the leader's session has ended.",
+    )
     sqlite_lock_timeout: int = Field(
         default=10, ge=1, description="Seconds a SQLite writer waits for the file lock.",
     )
@@ -84,8 +107,71 @@ class Settings(BaseSettings):
     pg_max_overflow: int = Field(
         default=6, ge=0, description="Event-store connections each process opens on demand beyond the pool.",
     )
+    url: str | None = Field(
+        default=None,
+        description="The base URL of the ledger the remote commands (`claims show`, `list`, `history`, `party`, "
+        "`assert`, `deny`, `retract`, `void`, `review`, `tail`, `watch`, `audit`) talk to when `--url` is not given, "
+        "e.g. `https://ledger.example.org`.",
+    )
     token: SecretStr | None = Field(
-        default=None, description="The bearer token (role `auditor`) `claims audit` sends when `--token` is not given.",
+        default=None,
+        description="The bearer token the remote commands and `claims audit` send when `--token` is not given "
+        "(a role high enough for the command: `auditor` for `audit` and `tail`).",
+    )
+    stream_heartbeat_seconds: float = Field(
+        default=15.0, ge=0.1,
+        description="Seconds between the comment lines an idle Server-Sent Event stream sends, so that "
+        "proxies do not close it.",
+    )
+    stream_max_subscribers: int = Field(
+        default=1000, ge=1,
+        description="Open Server-Sent Event streams each API process serves at most; one more is answered "
+        "503 with `Retry-After`.",
+    )
+    stream_buffer_events: int = Field(
+        default=1000, ge=1,
+        description="Events kept for a stream whose client reads too slowly; past this (or "
+        "`LEDGER_STREAM_BUFFER_BYTES`) the stream ends with `event: dropped`, naming where to resume.",
+    )
+    stream_buffer_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Bytes of events kept for a stream whose client reads too slowly.",
+    )
+    stream_poll_ms: float = Field(
+        default=50.0, ge=1,
+        description="How often each API process's stream follower looks for new projected events on SQLite "
+        "(PostgreSQL wakes it with NOTIFY, and this is then the fallback's pace while writes arrive).",
+    )
+    witnesses: str | None = Field(
+        default=None,
+        description="The witnesses (C2SP tlog-witness) the ledger submits each new checkpoint to, and whose "
+        "cosignatures it serves with it: entries `<verifier key> <url>` (the key as `claims witness key` "
+        "prints it, the URL its `add-checkpoint` prefix), separated by commas or newlines. Unset: none "
+        "([witness.md](witness.md)).",
+    )
+    witness_interval: float = Field(
+        default=1.0, ge=0.01,
+        description="Seconds between two submissions to one witness: each new checkpoint goes to every "
+        "witness at most this often (the latest one then).",
+    )
+    witness_timeout: float = Field(
+        default=5.0, ge=0.1, description="Seconds the ledger waits for a witness's answer before counting it down.",
+    )
+    read_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL hot standbys of the ledger's database (streaming replicas), comma-separated "
+        "URLs: reads of claims, lists, histories, parties and the feed are served there, `min_position` "
+        "waiting on the standby's own projections. A URL without `?schema=` takes the ledger's. Unset: every "
+        "read goes to LEDGER_DATABASE_URL.",
+    )
+    read_max_lag_seconds: float = Field(
+        default=5.0, gt=0,
+        description="A standby more than this many seconds behind the primary (or unreachable) serves no "
+        "reads until it catches up: they go to the primary, or are refused (LEDGER_READ_FALLBACK).",
+    )
+    read_fallback: str = Field(
+        default="primary",
+        description="What reads do when no standby is within LEDGER_READ_MAX_LAG_SECONDS: `primary` (read "
+        "the primary) or `refuse` (answer 503 with Retry-After).",
     )
 
     @field_validator("*", mode="before")
@@ -103,6 +189,79 @@ class Settings(BaseSettings):
     @classmethod
     def _positive_write_timeout(cls, seconds: float) -> float:
         return max(MIN_WRITE_TIMEOUT, seconds)
+
+    @field_validator("log_origin")
+    @classmethod
+    def _origin_is_a_key_name(cls, origin: str | None) -> str | None:
+        if origin is not None:
+            try:
+                check_key_name(origin)
+            except InvalidInput as e:
+                raise ValueError(str(e)) from None
+        return origin
+
+    @field_validator("key_rotation_overlap")
+    @classmethod
+    def _overlap_is_a_duration(cls, text: str) -> str:
+        try:
+            parse_duration(text)
+        except InvalidInput as e:
+            raise ValueError(str(e)) from None
+        return text
+
+    @field_validator("read_fallback")
+    @classmethod
+    def _fallback_is_known(cls, text: str) -> str:
+        if text not in READ_FALLBACKS:
+            raise ValueError(f"{text!r:.40} is not a fallback: write one of {', '.join(READ_FALLBACKS)}")
+        return text
+
+    @field_validator("read_database_url")
+    @classmethod
+    def _standbys_are_postgres(cls, text: str | None) -> str | None:
+        for url in split_urls(text):
+            if urlsplit(url).scheme not in POSTGRES_SCHEMES:
+                raise ValueError(f"{url!r:.80} is not a PostgreSQL URL: standbys are postgresql://user@host:port/db")
+        return text
+
+    def read_database_urls(self) -> list[str]:
+        """LEDGER_READ_DATABASE_URL, one URL per standby."""
+        return split_urls(self.read_database_url)
+
+    @field_validator("witnesses")
+    @classmethod
+    def _witness_entries(cls, text: str | None) -> str | None:
+        try:
+            parse_witnesses(text)
+        except InvalidInput as e:
+            raise ValueError(str(e)) from None
+        return text
+
+    def witness_endpoints(self) -> list[WitnessEndpoint]:
+        """LEDGER_WITNESSES, parsed."""
+        return parse_witnesses(self.witnesses)
+
+
+def split_urls(text: str | None) -> list[str]:
+    return [url.strip() for url in (text or "").split(",") if url.strip()]
+
+
+_DURATION_PART = re.compile(r"([0-9]{1,9})([smhdw])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str, field: str = "duration") -> timedelta:
+    """A duration written `<n><unit>`, in one or more parts (`90s`, `36h`, `1d12h`, `2w`), or `0`."""
+    text = text.strip()
+    if text == "0":
+        return timedelta(0)
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + unit for n, unit in parts) != text:
+        raise InvalidInput(
+            f"{text!r:.40} is not a duration: write <n> followed by s, m, h, d or w, in one or more parts "
+            "(e.g. 90s, 36h, 1d12h, 2w), or 0", field,
+        )
+    return timedelta(seconds=sum(int(n) * _DURATION_UNITS[unit] for n, unit in parts))
 
 
 # The defaults alone, no environment read: for the knobs that tests and callers may also set in code.
@@ -143,6 +302,8 @@ def _problem(error: ErrorDetails) -> str:
         wanted = "a number"
     elif kind in ("bool_parsing", "bool_type"):
         wanted = "1 or 0 (true/false, yes/no and on/off work too)"
+    elif kind == "value_error":  # a validator's own message says what is wrong
+        return f"{name} is refused: {context.get('error')}"
     elif kind == "greater_than_equal":
         wanted = f"at least {context['ge']}"
     else:
@@ -229,7 +390,7 @@ class Database:
                     "connection and would lose events); use sqlite:///path/ledger.db"
                 )
             return cls(url=url, backend="sqlite", settings=settings, path=path)
-        if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        if parts.scheme in POSTGRES_SCHEMES:
             query = parse_qs(parts.query)
             dbname = unquote(parts.path.lstrip("/"))
             if not dbname:
@@ -299,6 +460,49 @@ class Database:
 
         with psycopg.connect(**self.connect_kwargs(), autocommit=True) as conn:  # type: ignore[arg-type]
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+
+
+@dataclass(frozen=True)
+class WitnessEndpoint:
+    """One entry of LEDGER_WITNESSES: a witness's verifier key and the URL prefix of its add-checkpoint."""
+
+    verifier: Verifier
+    url: str
+
+    @property
+    def name(self) -> str:
+        return self.verifier.name
+
+
+def parse_witnesses(text: str | None) -> list[WitnessEndpoint]:
+    """`<verifier key> <url>` entries separated by commas or newlines; InvalidInput says what is wrong."""
+    endpoints: list[WitnessEndpoint] = []
+    for entry in (part.strip() for part in re.split(r"[,\n]", text or "")):
+        if not entry:
+            continue
+        vkey, _, url = entry.partition(" ")
+        url = url.strip()
+        if not url or " " in url:
+            raise InvalidInput(
+                f"the witness entry {entry!r:.160} is not `<verifier key> <url>` "
+                "(e.g. `claims-witness/1a2b3c4d+0123abcd+BA... http://witness.example:8300`)"
+            )
+        try:
+            verifier = Verifier.parse(vkey)
+        except InvalidInput as e:
+            raise InvalidInput(f"the witness entry {entry!r:.160}: {e}") from None
+        if verifier.alg != COSIGNATURE_V1:
+            raise InvalidInput(
+                f"the witness key {vkey!r:.120} is of algorithm 0x{verifier.alg:02x}; a witness cosigns with "
+                "0x04 (cosignature/v1), as `claims witness key` prints"
+            )
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidInput(f"the witness URL {url!r:.120} must be http:// or https:// with a host")
+        if any(e.verifier == verifier for e in endpoints):
+            raise InvalidInput(f"the witness {verifier.name!r:.80} is listed twice")
+        endpoints.append(WitnessEndpoint(verifier, url.rstrip("/")))
+    return endpoints
 
 
 if __name__ == "__main__":

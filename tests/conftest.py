@@ -31,6 +31,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With `--fast-lane=off`, tests marked `real_server` are deselected (not skipped): a real
+    `claims serve` always runs its fast lane, so they already ran in the lane-on pass."""
+    if config.getoption("fast_lane") == "on":
+        return
+    again = [item for item in items if item.get_closest_marker("real_server") is None]
+    if len(again) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("real_server")])
+        items[:] = again
+
+
 @pytest.fixture(scope="session")
 def fast_lane(pytestconfig: pytest.Config) -> bool:
     """Whether the apps under test run with the API's fast lane (`--fast-lane`, on by default)."""

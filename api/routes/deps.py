@@ -16,7 +16,7 @@ from eventsourcing.persistence import PersistenceError
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import HTTPBearer
 
-from api.auth import digest_of
+from api.auth import cookie_digest, digest_of
 from api.idempotency import check_key, derived_act_id, fingerprint, run_once
 from api.lookups import Lookups
 from api.metrics import ApiMetrics
@@ -27,6 +27,7 @@ from domain.ijson import MAX_SAFE_INTEGER
 from domain.ledger import Outcome
 from service.forward import WriterHost, WriterLink
 from service.runtime import Runtime
+from service.witnessing import Witnessing
 from service.writer import GroupWriter
 from store.idempotency import IdempotencyStore
 from store.settings import DEFAULTS, Settings
@@ -67,6 +68,7 @@ class Services:
     engine_thread: threading.Thread | None = None
     host: WriterHost | None = None  # --workers: this worker's writer serves the others
     link: WriterLink | None = None  # --workers: this worker's writes go to the host's writer
+    witnessing: Witnessing | None = None  # LEDGER_WITNESSES: checkpoints submitted, cosignatures kept
 
     async def write(self, command: Command, credential: Credential | None = None) -> Outcome:
         """The command's committed outcome (its error raised), waited for on the event loop;
@@ -153,9 +155,12 @@ async def principal_of(request: Request, needed: Role | None) -> Principal | Non
     """The caller, if it may do what needs role `needed` (None: what is open to all);
     401 or 403 otherwise (`store.tokens.authorize`).
 
-    The token is looked up (one indexed query, on the event loop) only when one is sent.
+    The token is looked up (one indexed query, on the event loop) only when one is sent: in
+    the Authorization header, or for a read, in the web pages' sign-in cookie (api/auth.py).
     """
     digest = digest_of(request.headers.get("authorization"))
+    if digest is None:  # a read from a signed-in web page: the token is in its cookie
+        digest = cookie_digest(request.method, request.cookies)
     if digest is None:
         return authorize(None, None, needed)
     return await services_of(request).tokens.authorize_async(digest, needed)

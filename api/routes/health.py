@@ -41,28 +41,41 @@ def healthz(response: Response, svc: ServicesDep) -> Any:
     runtime = svc.runtime
     problem = database_problem(runtime.database)
     position = head = None
+    rolled_back = None
     if problem is None:
         try:
-            position = runtime.read.position()
+            position = runtime.engine.position()  # the primary's read models
             head = runtime.ledger.max_position()
+            # Would the current tree be signed? Not when it does not extend the largest signed one.
+            rolled_back = runtime.guard.check(*runtime.tree_head()) if runtime.guard is not None else None
         except Exception as e:  # reachable a moment ago; report rather than fail the probe
             problem = f"{runtime.database.backend} query failed: {e}"
     if not svc.runs_projections:
         engine = "external"
     else:
         engine = "running" if svc.engine_thread is not None and svc.engine_thread.is_alive() else "stopped"
-    healthy = problem is None and engine != "stopped"
+    healthy = problem is None and engine != "stopped" and rolled_back is None
     response.status_code = 200 if healthy else 503
     if not healthy:
         response.headers["Retry-After"] = "2"
+    witnesses = svc.witnessing.health() if svc.witnessing is not None else []
+    replicas = runtime.replicas
+    standbys = [] if replicas is None else [lag.health(replicas.max_lag_seconds) for lag in replicas.lags()]
+    # A witness that does not cosign leaves the ledger usable (200): degraded, naming it.
+    # So does a standby too far behind: its reads go to the primary, or are refused.
+    degraded = any(w["status"] == "failing" for w in witnesses) or any(r["status"] != "ok" for r in standbys)
     return {
-        "status": "ok" if healthy else "unavailable",
+        "status": "unavailable" if not healthy else "degraded" if degraded else "ok",
+        "witnesses": witnesses,
+        "replicas": standbys,
+        "checkpoints": {"status": "refused" if rolled_back else "ok", "reason": rolled_back},
         "database": problem or "ok",
         "backend": runtime.database.backend,
         "projections": {
             "position": position, "head": head,
             "lag": None if position is None or head is None else max(0, head - position),
             "engine": engine,
+            "lease": runtime.engine.lease.role if engine == "running" else None,
         },
     }
 

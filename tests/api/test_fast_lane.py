@@ -132,7 +132,8 @@ def real_lanes(fast_lane: bool) -> dict[tuple[str, str], Lane]:
 def test_the_ledger_app_starts_with_every_fast_handler_declared(fast_lane: bool) -> None:
     assert set(real_lanes(fast_lane)) == {
         ("GET", "/v1/claims/{id}"),
-        *(("POST", f"/v1/claims/{{id}}/{kind}") for kind in ("assertions", "denials", "retractions", "voids")),
+        *(("POST", f"/v1/claims/{{id}}/{kind}") for kind in ("assertions", "denials", "retractions", "voids", "reviews")),
+        ("GET", "/tile/{tile:path}"),
     }
 
 

@@ -18,7 +18,9 @@ def test_healthz_answers_503_with_the_engine_stopped_once_the_projection_engine_
     wait_until(lambda: api.services.runtime.read.position() == denied["position"], 10, "the engine applied the seed")
     running = api.client.get("/healthz")
     assert running.status_code == 200
-    assert running.json()["projections"] == {"position": 3, "head": 3, "lag": 0, "engine": "running"}
+    # On PostgreSQL the engine leads (it is the only one: it holds the lease); SQLite has no lease.
+    lease = "sole" if api.services.runtime.database.backend == "sqlite" else "leader"
+    assert running.json()["projections"] == {"position": 3, "head": 3, "lag": 0, "engine": "running", "lease": lease}
 
     api.services.runtime.engine.stop()
     thread = api.services.engine_thread
@@ -29,7 +31,8 @@ def test_healthz_answers_503_with_the_engine_stopped_once_the_projection_engine_
     assert stopped.headers["Retry-After"] == "2"
     assert stopped.json() == {
         "status": "unavailable", "database": "ok", "backend": api.services.runtime.database.backend,
-        "projections": {"position": 3, "head": 3, "lag": 0, "engine": "stopped"},
+        "projections": {"position": 3, "head": 3, "lag": 0, "engine": "stopped", "lease": None}, "witnesses": [],
+        "replicas": [], "checkpoints": {"status": "ok", "reason": None},
     }
 
     # Writes are still taken; nothing projects them, and /healthz says how far behind it is.
@@ -37,4 +40,4 @@ def test_healthz_answers_503_with_the_engine_stopped_once_the_projection_engine_
     behind = api.client.get("/healthz")
     assert behind.status_code == 503
     assert behind.json()["projections"] == {"position": 3, "head": retraction["position"], "lag": 1,
-                                            "engine": "stopped"}
+                                            "engine": "stopped", "lease": None}

@@ -25,8 +25,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.remote import AuditReport, audit_ledger
-from audit.signing import public_key_hex, verify_checkpoint
+from audit.rollback import kept_path
+from audit.signing import public_key_hex, read_checkpoint_note
 from domain.merkle import event_leaf_hash, verify_consistency, verify_inclusion
+from domain.note import Verifier
 from projections.merkle import MerkleLog
 from service.runtime import Runtime
 from store.event_store import open_ledger
@@ -146,6 +148,13 @@ def rebuild_projections(database_url: str) -> None:
         rt.close()
 
 
+def forget_signed_trees(workdir: Path) -> None:
+    """What a tamperer with the machine also does: wipe the largest tree the ledger signed, kept
+    beside its key (audit/rollback.py), without which the ledger itself refuses to sign the
+    rewritten log. The auditor must catch it on its own."""
+    kept_path(workdir / "ledger-signing-key.pem").unlink()
+
+
 def sqlite_events(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> None:
     with sqlite3.connect(Database.from_url(database_url).path) as conn:
         conn.execute(sql, params)
@@ -180,31 +189,35 @@ def problems_of(report: AuditReport) -> str:
 # -- The endpoints -------------------------------------------------------------------------------
 
 
-def test_the_public_key_is_open_to_all_and_checkpoints_and_proofs_need_role_auditor(shared: Server) -> None:
+def test_the_public_key_and_checkpoints_are_open_to_all_and_proofs_need_role_auditor(shared: Server) -> None:
     key = shared.get("/v1/audit/public-key", token=None)
     assert key.status_code == 200
     assert key.json()["algorithm"] == "ed25519" and len(key.json()["public_key"]) == 64
-    for path, params in [("/v1/audit/checkpoint", {}), ("/v1/audit/proofs/inclusion", {"position": 1}),
+    for path in ["/checkpoint", "/v1/audit/checkpoint"]:
+        assert shared.get(path, token=None).status_code == 200
+    for path, params in [("/v1/audit/proofs/inclusion", {"position": 1}),
                          ("/v1/audit/proofs/consistency", {"from_size": 1, "to_size": 2})]:
         anonymous = shared.get(path, token=None, **params)
         assert anonymous.status_code == 401
         assert anonymous.headers["content-type"] == "application/problem+json"
     recorder = shared.claims("token", "create", "--role", "recorder").stdout.strip()
-    assert shared.get("/v1/audit/checkpoint", token=recorder).status_code == 403
+    assert shared.get("/v1/audit/proofs/inclusion", token=recorder, position=1).status_code == 403
 
 
 def test_claims_audit_key_prints_the_key_the_server_publishes(shared: Server) -> None:
     printed = shared.claims("audit-key")
     assert printed.returncode == 0, printed.stderr
-    assert printed.stdout.strip() == shared.get("/v1/audit/public-key", token=None).json()["public_key"]
+    published = shared.get("/v1/audit/public-key", token=None).json()
+    assert printed.stdout.splitlines()[:2] == [f"verifier key: {published['verifier_key']}",
+                                               f"public key:   {published['public_key']}"]
 
 
 def test_every_event_has_an_inclusion_proof_that_verifies_against_the_signed_checkpoint(shared: Server) -> None:
-    checkpoint = shared.get("/v1/audit/checkpoint").json()
-    key = shared.get("/v1/audit/public-key", token=None).json()["public_key"]
-    assert checkpoint["tree_size"] == 6 and verify_checkpoint(checkpoint, key)
+    note, checkpoint = read_checkpoint_note(shared.get("/checkpoint", token=None).text)
+    key = Verifier.parse(shared.get("/v1/audit/public-key", token=None).json()["verifier_key"])
+    assert checkpoint.size == 6 and note.verified_by([key]) == [key]
     feed = shared.get("/v1/events", limit=100).json()["items"]
-    root = bytes.fromhex(checkpoint["root_hash"])
+    root = checkpoint.root_hash
     for item in feed:
         proof = shared.get("/v1/audit/proofs/inclusion", position=item["position"], tree_size=6).json()
         assert proof["position"] == item["position"] and proof["tree_size"] == 6
@@ -269,7 +282,7 @@ def test_audit_of_a_healthy_ledger_passes_and_saves_the_checkpoint(backend: str,
         assert "all checks hold; the new checkpoint is saved" in first.stdout
         saved = json.loads(kept.read_text())
         assert saved["tree_size"] == 6
-        assert saved["public_key"] == served.get("/v1/audit/public-key", token=None).json()["public_key"]
+        assert saved["verifier_key"] == served.get("/v1/audit/public-key", token=None).json()["verifier_key"]
 
         record_more(url, 5)
         later = served.audit(kept)
@@ -293,6 +306,7 @@ def test_deleting_the_newest_events_is_caught_by_audit_against_an_older_checkpoi
     before = kept.read_text()
     sqlite_events(server.database_url, "DELETE FROM stored_events WHERE rowid > 4")
     rebuild_projections(server.database_url)
+    forget_signed_trees(tmp_path)
 
     shrunk = server.audit(kept)
     assert not shrunk.ok
@@ -318,6 +332,7 @@ def test_reordering_the_newest_events_is_caught_by_audit_against_an_older_checkp
                 "UPDATE stored_events SET rowid = 5 WHERE rowid = 100"):
         sqlite_events(server.database_url, sql)
     rebuild_projections(server.database_url)
+    forget_signed_trees(tmp_path)
 
     same_size = server.audit(kept)
     assert "the tree of 6 events has the root" in problems_of(same_size)
@@ -362,13 +377,19 @@ def test_a_kept_checkpoint_altered_on_disk_is_rejected(shared: Server, tmp_path:
     kept = tmp_path / "checkpoint.json"
     assert shared.audit(kept).ok
     altered = json.loads(kept.read_text())
-    altered["tree_size"] = 5
+    altered["note"] = altered["note"].replace("\n6\n", "\n5\n", 1)  # the signed text itself
     kept.write_text(json.dumps(altered))
     report = shared.audit(kept)
     assert problems_of(report) == (
         "the kept checkpoint's signature does not verify with the pinned key: the file was altered"
     )
-    assert json.loads(kept.read_text())["tree_size"] == 5
+    assert json.loads(kept.read_text())["note"] == altered["note"]
+    altered = json.loads(kept.read_text())
+    altered["note"] = altered["note"].replace("\n5\n", "\n6\n", 1)
+    altered["tree_size"] = 5  # the readable copy beside the note
+    kept.write_text(json.dumps(altered))
+    report = shared.audit(kept)
+    assert problems_of(report).endswith("the file was altered") and "'tree_size': 5" in problems_of(report)
 
 
 def test_served_claims_and_feed_items_that_differ_from_the_fold_of_the_feed_are_caught(

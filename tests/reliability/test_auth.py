@@ -33,11 +33,17 @@ from tests.reliability.server import LedgerServer, make_token
 Route = tuple[str, str, dict[str, Any] | None, Role | None]
 OPEN_TO_ALL = "open to all"  # answered to anyone, whatever token they send
 AUDIT_ROUTES: list[Route] = [
-    ("GET", "/v1/audit/checkpoint", None, Role.AUDITOR),
     ("GET", "/v1/audit/proofs/inclusion?position=1", None, Role.AUDITOR),
     ("GET", "/v1/audit/proofs/consistency?from_size=1&to_size=2", None, Role.AUDITOR),
 ]
 PUBLIC_KEY = "/v1/audit/public-key"
+# What a restore lost, signed: published for everyone who follows the log, like the key.
+ROLLBACKS = "/v1/audit/rollbacks"
+# Checkpoints carry hashes only, and witnesses and monitors read them with no account
+# (docs/auditing.md, "Access to checkpoints and tiles").
+CHECKPOINTS = ["/checkpoint", "/v1/audit/checkpoint"]
+# Tiles too, for the same reason; the served log has two events, so both partial tiles of width 2 exist.
+TILES = ["/tile/0/000.p/2", "/tile/entries/000.p/2"]
 
 
 @dataclass
@@ -96,8 +102,10 @@ def test_every_route_lets_through_exactly_the_roles_it_needs_on_a_real_server(se
     assert not wrong, "\n".join(wrong)
 
 
-def test_the_public_key_health_and_metrics_are_open_to_all_whatever_token_is_sent(served: Served) -> None:
-    for path in [PUBLIC_KEY, *[p for p in OPEN_ALWAYS if p != "/docs"]]:
+def test_the_public_key_checkpoints_tiles_health_and_metrics_are_open_to_all_whatever_token_is_sent(
+    served: Served,
+) -> None:
+    for path in [PUBLIC_KEY, ROLLBACKS, *CHECKPOINTS, *TILES, *[p for p in OPEN_ALWAYS if p != "/docs"]]:
         for caller in CALLERS:
             response = served.call("GET", path, None, caller)
             assert response.status_code == 200, (path, caller, response.status_code)
@@ -106,10 +114,11 @@ def test_the_public_key_health_and_metrics_are_open_to_all_whatever_token_is_sen
 def test_every_operation_in_the_openapi_document_is_in_the_role_matrix(served: Served) -> None:
     document = httpx.get(served.server.base + "/openapi.json", timeout=10).json()
     covered = [(m, p.split("?")[0]) for m, p, _, _ in [*ROUTES, *AUDIT_ROUTES]]
-    covered += [("GET", p) for p in [PUBLIC_KEY, *OPEN_ALWAYS]]
+    covered += [("GET", p) for p in [PUBLIC_KEY, ROLLBACKS, *CHECKPOINTS, *TILES, *OPEN_ALWAYS]]
     missing = []
     for template, item in document["paths"].items():
-        pattern = re.compile(re.sub(r"\{[^/]+\}", "[^/]+", template) + "$")
+        # A tile's address spans segments (/tile/0/x001/234.p/7); every other parameter is one.
+        pattern = re.compile(re.sub(r"\{[^/]+\}", lambda m: ".+" if m[0] == "{tile}" else "[^/]+", template) + "$")
         for method in item:
             if not any(m == method.upper() and pattern.match(p) for m, p in covered):
                 missing.append(f"{method.upper()} {template}")

@@ -21,7 +21,10 @@ from tests.conftest import drop_schema, new_database_url, require_postgres
 ROOT = Path(__file__).resolve().parents[2]
 REGENERATE = "python -m store.settings > docs/configuration.md"
 # The test suite's own PostgreSQL (tests/conftest.py, bench/harness.py): not a setting of the ledger.
-TEST_ONLY = {"LEDGER_TEST_POSTGRES_URL", "LEDGER_TEST_PG_BIN"}  # the test suite's own
+TEST_ONLY = {"LEDGER_TEST_POSTGRES_URL", "LEDGER_TEST_PG_BIN", "LEDGER_TEST_GOPATH"}  # the test suite's own
+# A witness's verifier key (cosignature/v1) and a log's (Ed25519), both of the all-zero private key.
+WITNESS_KEY = "witness.example/w1+e42b2f2c+BDtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop"
+LOG_KEY = "log.example+d85f6874+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop"
 TEXT_FILES = {".py", ".md", ".toml", ".sh", ".yml", ".yaml", ".cfg", ".ini", ".txt"}
 
 
@@ -52,12 +55,27 @@ READ = [
     ("LEDGER_WRITE_TIMEOUT", "2.5", "write_timeout", 2.5),
     ("LEDGER_CLAIM_CACHE_SIZE", "100", "claim_cache_size", 100),
     ("LEDGER_PROJECTION_INTERVAL_MS", "40", "projection_interval_ms", 40.0),
+    ("LEDGER_LEASE_RETRY_SECONDS", "0.25", "lease_retry_seconds", 0.25),
     ("LEDGER_SQLITE_LOCK_TIMEOUT", "30", "sqlite_lock_timeout", 30),
     ("LEDGER_PG_LOCK_TIMEOUT", "7", "pg_lock_timeout", 7),
     ("LEDGER_PG_CONNECT_TIMEOUT", "1", "pg_connect_timeout", 1),
     ("LEDGER_PG_POOL_SIZE", "4", "pg_pool_size", 4),
     ("LEDGER_PG_MAX_OVERFLOW", "0", "pg_max_overflow", 0),
     ("LEDGER_TOKEN", "clm_secret", "token", SecretStr("clm_secret")),
+    ("LEDGER_WITNESSES", f"{WITNESS_KEY} http://127.0.0.1:8300", "witnesses", f"{WITNESS_KEY} http://127.0.0.1:8300"),
+    ("LEDGER_WITNESS_INTERVAL", "0.5", "witness_interval", 0.5),
+    ("LEDGER_WITNESS_TIMEOUT", "3", "witness_timeout", 3.0),
+    ("LEDGER_STREAM_HEARTBEAT_SECONDS", "0.5", "stream_heartbeat_seconds", 0.5),
+    ("LEDGER_STREAM_MAX_SUBSCRIBERS", "20", "stream_max_subscribers", 20),
+    ("LEDGER_STREAM_BUFFER_EVENTS", "50", "stream_buffer_events", 50),
+    ("LEDGER_STREAM_BUFFER_BYTES", "65536", "stream_buffer_bytes", 65536),
+    ("LEDGER_STREAM_POLL_MS", "100", "stream_poll_ms", 100.0),
+    ("LEDGER_LOG_ORIGIN", "example.org/claims", "log_origin", "example.org/claims"),
+    ("LEDGER_KEY_ROTATION_OVERLAP", "1d12h", "key_rotation_overlap", "1d12h"),
+    ("LEDGER_URL", "http://127.0.0.1:8000", "url", "http://127.0.0.1:8000"),
+    ("LEDGER_READ_DATABASE_URL", "postgresql://r@standby/claims", "read_database_url", "postgresql://r@standby/claims"),
+    ("LEDGER_READ_MAX_LAG_SECONDS", "2.5", "read_max_lag_seconds", 2.5),
+    ("LEDGER_READ_FALLBACK", "refuse", "read_fallback", "refuse"),
 ]
 
 
@@ -110,6 +128,45 @@ def test_a_bad_value_is_refused_naming_the_variable_and_what_to_write(
 ) -> None:
     clean_environment.setenv(variable, value)
     with pytest.raises(InvalidInput, match=re.escape(message)):
+        read_settings()
+
+
+def test_witnesses_are_parsed_into_keys_and_urls(clean_environment: pytest.MonkeyPatch) -> None:
+    clean_environment.setenv("LEDGER_WITNESSES", f" {WITNESS_KEY} http://w1:8300/ ,\n\n")
+    [witness] = read_settings().witness_endpoints()
+    assert (str(witness.verifier), witness.url, witness.name) == (WITNESS_KEY, "http://w1:8300", "witness.example/w1")
+    assert DEFAULTS.witness_endpoints() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (WITNESS_KEY, "is not `<verifier key> <url>`"),
+        (f"{WITNESS_KEY} ftp://w1", "must be http:// or https:// with a host"),
+        (f"{LOG_KEY} http://w1", "is of algorithm 0x01; a witness cosigns with 0x04"),
+        (f"{WITNESS_KEY[:-2]}AA http://w1", "does not match its name and key"),
+        (f"{WITNESS_KEY} http://w1, {WITNESS_KEY} http://w2", "is listed twice"),
+    ],
+)
+def test_bad_witness_entries_are_refused_saying_what_is_wrong(
+    clean_environment: pytest.MonkeyPatch, value: str, message: str,
+) -> None:
+    clean_environment.setenv("LEDGER_WITNESSES", value)
+    with pytest.raises(InvalidInput, match=re.escape(message)) as refused:
+        read_settings()
+    assert str(refused.value).startswith("LEDGER_WITNESSES is refused: ")
+
+
+def test_read_replicas_are_listed_one_url_each_and_must_be_postgres(clean_environment: pytest.MonkeyPatch) -> None:
+    clean_environment.setenv("LEDGER_READ_DATABASE_URL", " postgresql://r@s1/claims , postgresql://r@s2/claims?schema=x,")
+    assert read_settings().read_database_urls() == ["postgresql://r@s1/claims", "postgresql://r@s2/claims?schema=x"]
+    assert DEFAULTS.read_database_urls() == []
+    clean_environment.setenv("LEDGER_READ_DATABASE_URL", "sqlite:///replica.db")
+    with pytest.raises(InvalidInput, match=re.escape("'sqlite:///replica.db' is not a PostgreSQL URL")):
+        read_settings()
+    clean_environment.setenv("LEDGER_READ_DATABASE_URL", "postgresql://r@s1/claims")
+    clean_environment.setenv("LEDGER_READ_FALLBACK", "error")
+    with pytest.raises(InvalidInput, match=re.escape("'error' is not a fallback: write one of primary, refuse")):
         read_settings()
 
 
