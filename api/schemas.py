@@ -316,6 +316,12 @@ class ReplicaHealth(BaseModel):
     )
     replay_paused: bool = Field(description="Replay is paused on the standby (pg_wal_replay_pause()).")
     problem: str | None = Field(description="Why the lag could not be measured.")
+    note: str | None = Field(
+        default=None,
+        description="How the lag was measured when not against the primary: while the primary is unreachable, in"
+        " seconds since the standby was last seen current (lag_bytes null); it serves reads until that passes"
+        " LEDGER_READ_MAX_LAG_SECONDS.",
+    )
 
 
 class CheckpointHealth(BaseModel):

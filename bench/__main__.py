@@ -24,7 +24,8 @@ Rows (each beside its baseline, measured in this run on this machine):
     incremental audit of 1,000 new events beside a full audit of the same ledger, `claims audit show`
     beside the time-travel GET
  14. several nodes on one PostgreSQL ledger: the projection engine's failover after a SIGKILL of the
-    leader (p50/p99 over kills); HTTP writes spread over two nodes beside the same clients on one
+    leader (p50/p99 over kills); HTTP writes spread over two nodes beside the same clients on one;
+    reads of a claim by a node reading from a private hot standby beside one reading from its primary
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from bench.load import tool
 from bench.rows_audit import audit, audit_large
 from bench.rows_formats import formats_export, formats_import
 from bench.rows_mirror import mirror_audit, mirror_audit_large
-from bench.rows_nodes import failover, two_nodes
+from bench.rows_nodes import failover, standby_reads, two_nodes
 from bench.rows_projections import catch_up_lag, rebuild, rebuild_large
 from bench.rows_reads import reads
 from bench.rows_streams import catch_up as stream_catch_up
@@ -85,6 +86,7 @@ ROWS: list[tuple[int, str, Row]] = [
     (13, "claims audit --mirror", mirror_audit),
     (14, "several nodes: engine failover", failover),
     (14, "several nodes: writes on two nodes", two_nodes),
+    (14, "several nodes: reads from a hot standby", standby_reads),
     (3, "bulk import, large", bulk_import_large),
     (4, "projection rebuild, large", rebuild_large),
     (7, "claims verify and Merkle proofs, large", audit_large),

@@ -14,6 +14,13 @@ the primary's WAL position (`pg_current_wal_lsn`) against each standby's replaye
 transaction (`pg_last_xact_replay_timestamp`), counted only while it is behind in bytes (an
 idle primary sends nothing, and its standby is then not behind at all). Nothing listens on a
 standby: waits there poll.
+
+While the primary is unreachable (stopped, crashed, cut off) its WAL position cannot be read,
+but a standby still holds everything it had replayed: it keeps serving reads, its lag counted
+in seconds from the moment it was last measured current (`lag_bytes` unknown), so once the
+outage is longer than LEDGER_READ_MAX_LAG_SECONDS it counts as behind like any other stale
+standby. Writes fail meanwhile (they need the primary): no acknowledged write is missing from
+such a read unless another node still reaches the primary.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ class Lag:
     lag_seconds: float | None = None
     paused: bool = False
     problem: str | None = None  # why it could not be measured (unreachable, not a standby)
+    note: str | None = None  # how it was measured, when not against the primary
 
     def usable(self, max_seconds: float) -> bool:
         return self.problem is None and self.lag_seconds is not None and self.lag_seconds <= max_seconds
@@ -63,7 +71,7 @@ class Lag:
     def health(self, max_seconds: float) -> dict[str, Any]:
         status = "unreachable" if self.problem else "ok" if self.usable(max_seconds) else "behind"
         return {"name": self.name, "status": status, "lag_bytes": self.lag_bytes, "lag_seconds": self.lag_seconds,
-                "replay_paused": self.paused, "problem": self.problem}
+                "replay_paused": self.paused, "problem": self.problem, "note": self.note}
 
 
 def lsn(text: str) -> int:
@@ -99,6 +107,8 @@ class ReadRouter:
                          for url in standby_urls]
         self._lags = [Lag(_name(s.database), problem="not measured yet") for s in self.standbys]
         self._probed = -float("inf")
+        # When each standby was last known current (monotonic): its measure's time less its lag.
+        self._current_at: dict[str, float] = {}
         self._probe_lock = threading.Lock()
         self._turn = itertools.count()
 
@@ -140,13 +150,33 @@ class ReadRouter:
         return self._lags
 
     def _probe(self) -> list[Lag]:
+        now = time.monotonic()
         try:
-            head = lsn(str(_one(self.database, "SELECT pg_current_wal_lsn()::text")[0]))
+            head: int | None = lsn(str(_one(self.database, "SELECT pg_current_wal_lsn()::text")[0]))
+            primary_problem = None
         except (psycopg.Error, OSError) as e:
-            return [Lag(lag.name, problem=f"the primary's WAL position is unknown: {e}") for lag in self._lags]
-        return [self._measure(store, head) for store in self.standbys]
+            head, primary_problem = None, str(e).strip() or type(e).__name__
+        lags = [self._measure(store, head) for store in self.standbys]
+        if primary_problem is None:
+            for lag in lags:
+                if lag.problem is None and lag.lag_seconds is not None:
+                    self._current_at[lag.name] = now - lag.lag_seconds
+            return lags
+        return [self._without_primary(lag, primary_problem, now) for lag in lags]
 
-    def _measure(self, store: ReadStore, head: int) -> Lag:
+    def _without_primary(self, lag: Lag, problem: str, now: float) -> Lag:
+        """A reachable standby's lag while the primary's position is unknown: the seconds since
+        it was last measured current (never measured: unknown, and it serves no reads)."""
+        if lag.problem is not None:
+            return lag
+        current_at = self._current_at.get(lag.name)
+        if current_at is None:
+            return Lag(lag.name, paused=lag.paused, problem=f"the primary's WAL position is unknown: {problem}")
+        return Lag(lag.name, None, round(now - current_at, 3), lag.paused,
+                   note=f"the primary is unreachable ({problem}); lag counted from when this standby was last"
+                        " seen current")
+
+    def _measure(self, store: ReadStore, head: int | None) -> Lag:
         name = _name(store.database)
         try:
             recovering, replayed, age, paused = _one(
@@ -159,6 +189,8 @@ class ReadRouter:
             return Lag(name, problem=f"unreachable: {str(e).strip() or type(e).__name__}")
         if not recovering or replayed is None:
             return Lag(name, problem="not a hot standby (pg_is_in_recovery() is false)")
+        if head is None:  # the primary's position is unknown: _without_primary() says how far behind
+            return Lag(name, paused=bool(paused))
         behind = max(0, head - lsn(str(replayed)))
         seconds = 0.0 if behind == 0 else max(0.0, float(age)) if age is not None else None
         return Lag(name, behind, seconds, bool(paused))

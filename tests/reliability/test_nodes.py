@@ -6,7 +6,8 @@ Both take writes; one projection engine applies the log, the holder of the engin
 position it was answered with, an Idempotency-Key holds across the nodes, and when the
 leader is killed (SIGKILL, mid-stream) the other node's engine takes over within seconds and
 every event is applied exactly once: the read models equal a fresh rebuild (one history row
-and one Merkle leaf per event, the tracking position at the log's end).
+and one Merkle leaf per event, the tracking position at the log's end). A token made or
+revoked by `claims token` holds on both nodes at once.
 """
 
 from __future__ import annotations
@@ -171,3 +172,46 @@ def test_killing_the_engine_leader_mid_stream_hands_the_log_over_once(
     # The killed node comes back standing by.
     a.start()
     assert lease_of(a) == "standby"
+
+
+def test_a_token_made_or_revoked_by_a_command_holds_on_every_node_at_once(
+    pg_url: str, start_server: StartServer
+) -> None:
+    """Tokens live in the shared `api_tokens` table and are looked up on every request (no
+    cache): one made with `claims token create` works on both nodes at once, and after
+    `claims token revoke` both refuse it (401) on the very next request."""
+    a, b = two_nodes(pg_url, start_server)
+    made = a.claims("token", "create", "--role", "recorder", "--label", "two nodes")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    token_id = made.stderr.split("created token ", 1)[1].split(" ", 1)[0]
+    keys = {a.port: "made-on-a-used-on-a", b.port: "made-on-a-used-on-b"}
+    clients = {node.port: httpx.Client(base_url=node.base, timeout=10,
+                                       headers={"Authorization": f"Bearer {token}"})
+               for node in (a, b)}
+    try:
+        for node in (b, a):  # no request in between: the node that did not make it first
+            key = keys[node.port]
+            written = clients[node.port].post("/v1/claims", json={"statement": f"Written with a token, {key}",
+                                                                  "key": key})
+            assert written.status_code == 201, written.text
+
+        revoked = b.claims("token", "revoke", token_id)
+        assert revoked.returncode == 0 and f"revoked token {token_id}" in revoked.stderr, revoked.stderr
+        for node in (a, b):
+            refused = clients[node.port].post(f"/v1/claims/{keys[node.port]}/assertions",
+                                         json={"party": {"id": "tass", "name": "TASS"}, "said_at": "2015-09-15"})
+            assert refused.status_code == 401, (node.base, refused.status_code, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json", refused.headers
+    finally:
+        for client in clients.values():
+            client.close()
+    a.wait_projected(30)  # one database: the leader's projections serve both nodes' reads
+    for node in (a, b):  # each node serves what was written through the other
+        for key in keys.values():
+            assert httpx.get(f"{node.base}/v1/claims/{key}", timeout=10).status_code == 200, (node.base, key)
+    listed = a.claims("token", "list")
+    assert listed.returncode == 0 and any(
+        line.startswith(token_id) and "two nodes" in line and line.split()[3] != "-"
+        for line in listed.stdout.splitlines()
+    ), listed.stdout

@@ -6,21 +6,36 @@ Replay is paused on the standby (`pg_wal_replay_pause()`) to make it fall behind
 shows the standby's older state, `min_position` waits on the standby's own projections, and
 beyond LEDGER_READ_MAX_LAG_SECONDS reads go to the primary, or are refused (503, Retry-After)
 with LEDGER_READ_FALLBACK=refuse. /healthz and /metrics say how far behind it is.
+
+Last (it stops the module's primary): the primary is stopped while clients write and read.
+Writes are prompt 503 problems, reads go on from the standby (its lag counted from when it was
+last seen current), /healthz says the primary is unreachable; once the primary is back the same
+server recovers, every write retried with its Idempotency-Key is recorded once, and the
+standby catches up.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 import httpx
 import psycopg
 import pytest
 
+from tests.reliability.checks import (
+    assert_acknowledged_writes_stored,
+    assert_each_act_stored_once,
+    assert_versions_contiguous,
+    stored_events,
+)
 from tests.reliability.conftest import StartServer
 from tests.reliability.private_postgres import PrivateCluster, private_pair
 from tests.reliability.server import LedgerServer, make_token, wait_until
-from tests.reliability.workload import HOT_KEY, HOT_STATEMENT, PARTIES
+from tests.reliability.test_outage import OutageClients
+from tests.reliability.workload import HOT_KEY, HOT_STATEMENT, PARTIES, Client, Write, acts_plan, registration
 
 SCHEMA = "ledger"
 Pair = tuple[PrivateCluster, PrivateCluster]
@@ -122,3 +137,114 @@ def test_a_standby_too_far_behind_sends_reads_to_the_primary_or_refuses_them(
         wait_until(lambda: refuses.health()["replicas"][0]["status"] == "ok", 10, "the standby catches up")
         assert "while-paused" in act_ids(refusing, min_position=late["position"])
         assert refuses.health()["status"] == "ok"
+
+
+OUTAGE_CLAIMS = [f"primary-outage-{i}" for i in range(3)]
+OUTAGE_WRITERS = 2
+WRITE_TIMEOUT = 3.0
+# The slowest answer allowed while the primary is down: the token lookup waits at most the
+# read pool's 5 s, then the write its timeout; anything longer is a hang.
+ANSWER_BOUND = 5.0 + WRITE_TIMEOUT + 2.0
+OUTAGE_SECONDS = 6.0  # past the read pool's 5 s wait, so writes are refused, not only delayed
+
+
+def test_with_the_primary_stopped_writes_are_refused_reads_go_on_from_the_standby_and_all_recovers(
+    pair: Pair, start_server: StartServer,
+) -> None:
+    primary, standby = pair
+    url = primary.url(SCHEMA)
+    _, token = make_token(url, "recorder")
+    # Reads may be up to 60 s stale: the standby serves them through the outage (default 5 s).
+    node = serve(pair, start_server, LEDGER_READ_MAX_LAG_SECONDS="60", LEDGER_WRITE_TIMEOUT=str(WRITE_TIMEOUT))
+    with closing(Client(node.base, token)) as setup:
+        registered = [setup.send(Write("/v1/claims", registration(i, key))) for i, key in enumerate(OUTAGE_CLAIMS)]
+    assert all(a.status == 201 and a.body for a in registered), registered
+    first = int(registered[0].body["position"]) if registered[0].body else 0
+    plans = [acts_plan(f"outage{i}", 10_000, OUTAGE_CLAIMS, seed=i, hot_share=0.0, idempotency=True)
+             for i in range(OUTAGE_WRITERS)]
+    clients = OutageClients(node.base, token)
+    enough = threading.Event()
+
+    def write(plan: list[Write]) -> None:
+        """The plan's writes one after another (a refused one is put aside to retry) until `enough`."""
+        with closing(Client(node.base, token)) as client:
+            for w in plan:
+                if enough.is_set():
+                    return
+                answer = client.send(w)
+                with clients.lock:
+                    clients.answers.append(answer)
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=write, args=(plan,)) for plan in plans]
+    read_path = f"/v1/claims/{OUTAGE_CLAIMS[0]}"
+    probes = [threading.Thread(target=clients.probe, args=(path,)) for path in ("/healthz", read_path)]
+    for t in threads + probes:
+        t.start()
+    try:
+        wait_until(lambda: sum(a.ok for a in clients.answers) >= 15, 60, "writes flow before the outage")
+        wait_until(lambda: node.health()["replicas"][0]["status"] == "ok", 10, "the standby serves reads")
+        with primary.stopped():
+            down_at = time.monotonic()
+            time.sleep(2.0)
+            during = node.health()
+            with httpx.Client(base_url=node.base, timeout=10) as http:
+                history = http.get(f"/v1/claims/{OUTAGE_CLAIMS[0]}/history")
+            time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
+            restart_at = time.monotonic()
+        wait_until(lambda: node.health()["status"] == "ok", 60, "the server says it is healthy again")
+        recovered_at = time.monotonic()
+        settled = len(clients.answers)
+        wait_until(lambda: sum(a.ok for a in clients.answers[settled:]) >= 10, 60, "writes flow again")
+    finally:
+        enough.set()
+        for t in threads:
+            t.join(240)
+        clients.stop.set()
+        for t in probes:
+            t.join(60)
+    assert node.starts == 1 and node.process is not None and node.process.poll() is None
+
+    # While the primary was down: /healthz 503 naming it, the standby still ok, reading.
+    assert during["status"] == "unavailable" and str(during["database"]).startswith("postgres unreachable"), during
+    replica = during["replicas"][0]
+    assert replica["name"] == f"127.0.0.1:{standby.port}", replica
+    assert replica["status"] == "ok" and replica["lag_bytes"] is None, replica
+    assert "the primary is unreachable" in str(replica["note"]), replica
+    assert history.status_code == 200 and history.json()["events"], history.text
+    outage = [p for p in clients.probes if down_at + 1.0 < p[0] and p[0] + p[3] < restart_at]
+    reads = [p for p in outage if p[1] == read_path]
+    assert reads and all(p[2] == 200 for p in reads), [(p[2], p[4]) for p in reads if p[2] != 200][:3]
+    health = [p for p in outage if p[1] == "/healthz"]
+    assert health and all(p[2] == 503 for p in health), [(p[2], p[4]) for p in health]
+    # Writes: prompt 503 problem documents with Retry-After, never a hang.
+    refused = [a for a in clients.answers if not a.ok]
+    assert refused, "no write was refused during the outage: the test proved nothing"
+    assert all(a.status == 503 for a in refused), [(a.status, a.error or a.body) for a in refused]
+    assert all(a.headers.get("content-type") == "application/problem+json" and a.headers["retry-after"]
+               for a in refused)
+    assert max(a.seconds for a in clients.answers) < ANSWER_BOUND
+    assert all(p[3] < ANSWER_BOUND for p in clients.probes), max(p[3] for p in clients.probes)
+    assert recovered_at - restart_at < 30
+
+    # After: every refused write, retried with its key, is recorded once.
+    with closing(Client(node.base, token)) as retry:
+        final = [a if a.ok else retry.send(a.write) for a in clients.answers]
+    assert all(a.ok for a in final), [(a.status, a.body) for a in final if not a.ok]
+    events = stored_events(url)
+    assert_versions_contiguous(events)
+    assert_each_act_stored_once(events)
+    assert assert_acknowledged_writes_stored(final, events) == len(final)
+    assert len([e for e in events if e.position >= first]) == len(OUTAGE_CLAIMS) + len(final)  # nothing more
+
+    # The standby catches up: read-your-writes with min_position, from the standby, again.
+    last = max(final, key=lambda a: int(a.body["position"]) if a.body else 0)
+    assert last.body is not None
+    position, act_id, history_path = int(last.body["position"]), last.body["act_id"], f"/v1/claims/{last.write.claim}/history"
+    wait_until(lambda: node.health()["replicas"][0]["note"] is None, 30, "the lag is measured against the primary")
+    with httpx.Client(base_url=node.base, timeout=10) as http:
+        wait_until(lambda: http.get(history_path, params={"min_position": position}).status_code == 200,
+                   30, "the standby's projections reach the last write")
+        read = http.get(history_path, params={"min_position": position})
+    assert act_id in [e["act_id"] for e in read.json()["events"]]
+    assert node.health()["replicas"][0]["status"] == "ok"
