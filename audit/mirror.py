@@ -22,10 +22,8 @@ functions: the domain fold (`domain.fold.fold_claim`) and the history's item sha
 from __future__ import annotations
 
 import json
-import os
 import random
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Set
 from contextlib import contextmanager, suppress
@@ -56,7 +54,7 @@ from audit.remote import (
     read_kept,
     save_checkpoint,
 )
-from audit.signing import PinnedKey
+from audit.signing import PinnedKey, write_private
 from domain.errors import InvalidInput, LedgerError
 from domain.fold import ClaimFold, fold_claim, select_events
 from domain.merkle import TreeHasher
@@ -438,18 +436,7 @@ def _compare_listed(remote: Remote, mirror: Mirror, known: Set[str], report: Aud
 
 def write_status(directory: Path, status: Json) -> None:
     """DIR/status.json, replaced whole or not at all."""
-    path = directory / STATUS
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{STATUS}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(status, out, indent=2, ensure_ascii=False)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_private(directory / STATUS, (json.dumps(status, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 def watch(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +20,13 @@ import httpx
 
 import client
 from audit.chain import ChainCheck
-from audit.signing import JSON_CHECKPOINT_FIELDS, PinnedKey, read_checkpoint_note, verify_json_checkpoint
+from audit.signing import (
+    JSON_CHECKPOINT_FIELDS,
+    PinnedKey,
+    read_checkpoint_note,
+    verify_json_checkpoint,
+    write_private,
+)
 from client import LedgerClient
 from domain import ijson
 from domain.canonical import canonical_bytes
@@ -180,18 +184,7 @@ def kept_text(checkpoint: Mapping[str, Any], pinned: PinnedKey) -> str:
 
 def save_checkpoint(path: Path, checkpoint: Mapping[str, Any], pinned: PinnedKey) -> None:
     """Write the checkpoint (with the key it was checked with, as a verifier key) whole or not at all."""
-    text = kept_text(checkpoint, pinned)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_private(path, kept_text(checkpoint, pinned).encode())
 
 
 # -- The remote ledger --------------------------------------------------------------------------

@@ -128,7 +128,9 @@ def _write_private(path: Path, data: bytes, *, replace: bool) -> None:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` (mode 0600), whole or not at all (a file kept beside the key)."""
+    """Replace ``path`` with ``data`` (mode 0600), whole or not at all: the one way the ledger and
+    its auditor write a file that a kill must never leave half written (the tree kept beside the
+    key, an auditor's kept checkpoint, the monitor's status)."""
     _write_private(path, data, replace=True)
 
 

@@ -64,6 +64,8 @@ def seed(served: Served) -> None:
                        (f"/v1/claims/{story.KEY}/denials", story.peskov_denies())):
         response = served.raw("POST", path, "recorder", json=body)
         assert response.status_code in (200, 201), response.text
+    # Reads compare the client with raw HTTP, one after the other: both must see the whole story.
+    served.server.wait_projected()
 
 
 @pytest.fixture(scope="module")
