@@ -49,10 +49,14 @@ class Site:
         return dict(response.json())
 
     def seed(self) -> int:
-        """The seed story; the position of its last event."""
+        """The seed story, projected before this returns; the position of its last event."""
         self.post("/v1/claims", story.registration())
         self.post(f"/v1/claims/{story.KEY}/assertions", story.elton_asserts())
-        return int(self.post(f"/v1/claims/{story.KEY}/denials", story.peskov_denies())["position"])
+        position = int(self.post(f"/v1/claims/{story.KEY}/denials", story.peskov_denies())["position"])
+        projected = self.client.get(f"/v1/claims/{story.KEY}", params={"min_position": position},
+                                    headers={"Authorization": f"Bearer {self.token('reader')}"})
+        assert projected.status_code == 200, projected.text
+        return position
 
     def page(self, path: str, **params: Any) -> httpx.Response:
         return self.client.get(path, params=params or None)  # params={} would drop the path's own query
@@ -70,8 +74,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     url = new_database_url(str(request.param), tmp_path_factory.mktemp("web"))
     try:
         for site in open_site(url, fast_lane=fast_lane):
-            position = site.seed()
-            site.client.get(f"/v1/claims/{story.KEY}", params={"min_position": position})
+            site.seed()
             yield site
     finally:
         drop_schema(url)

@@ -27,11 +27,13 @@ DOCS_SCREENSHOT = REPO / "docs" / "img" / "claim-page.png"
 
 
 def until(driver: Any, condition: Callable[[Any], Any], what: str, timeout: float = WAIT) -> Any:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # A live page redraws what changed: an element found a moment ago may be gone; look again.
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+        return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                             ignored_exceptions=[StaleElementReferenceException]).until(condition)
     except TimeoutException:
         raise AssertionError(f"gave up after {timeout:g} s waiting until {what}; the page says:\n"
                              f"{driver.find_element('tag name', 'body').text[:2000]}") from None
@@ -115,10 +117,12 @@ def test_a_posted_act_appears_on_open_pages_within_two_seconds(browser: Any, ser
     started = time.monotonic()
     until(browser, lambda d: d.find_elements("css selector", f'#claims a[href="/claims/{key}"]'),
           "the new claim is listed", timeout=2.0)
-    new_row = browser.find_element("css selector", f'#claims a[href="/claims/{key}"]').find_element("xpath", "..")
-    assert "Unattested" in new_row.text
+    def row(d: Any) -> str:
+        return str(d.find_element("css selector", f'#claims a[href="/claims/{key}"]').find_element("xpath", "..").text)
+
+    assert "Unattested" in until(browser, row, "the new claim's row")
     served.post(f"/v1/claims/{key}/assertions", {"party": {"id": "port-authority", "name": "Port authority"}})
-    until(browser, lambda d: "Asserted" in new_row.text, "its row shows the assertion", timeout=2.0)
+    until(browser, lambda d: "Asserted" in row(d), "its row shows the assertion", timeout=2.0)
     assert time.monotonic() - started < 4.0
 
     open_page(browser, f"{served.base}/claims/{key}")
