@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from domain.commands import Command, RecordAct, RegisterClaim
+from domain.commands import Command
 from fixtures.generator import generate
-from fixtures.replay import import_fixture
+from fixtures.replay import command_of, import_fixture, read_lines
 from service.runtime import Runtime
 from store.event_store import open_ledger
 from store.settings import Database
@@ -169,13 +169,19 @@ BACKLOG_CLAIMS = 2000  # about 21,000 events: more than the engine applies befor
 
 
 def commands_of(claims: int, seed: int, prefix: str) -> Iterator[Command]:
-    """The generator's fixture lines as commands, keys made unique by `prefix`."""
-    for line in generate(claims, seed):
-        fields = {k: v for k, v in line.items() if k not in ("op", "claim", "recorded_at")}
+    """The generator's fixture lines as commands, keys made unique by `prefix`, made the way an
+    import makes them: an act the line gives no act_id gets the stable one `claims import` gives
+    it, so a command sent again after a crash that hid its commit is recorded once."""
+    def prefixed(line: dict[str, object]) -> str:
+        line = {k: v for k, v in line.items() if k != "recorded_at"}
         if line["op"] == "register":
-            yield RegisterClaim.build({**fields, "key": f"{prefix}-{fields['key']}"})
-        else:
-            yield RecordAct.build(line["op"], f"{prefix}-{line['claim']}", fields)
+            line["key"] = f"{prefix}-{line['key']}"
+        if "claim" in line:
+            line["claim"] = f"{prefix}-{line['claim']}"
+        return json.dumps(line)
+
+    for line in read_lines((prefixed(line) for line in generate(claims, seed)), prefix):
+        yield command_of(line)
 
 
 def backlog(claims: int, seed: int) -> Iterator[str]:
