@@ -213,19 +213,27 @@ def _answer(answer: dict[str, Any] | None, shape: type[BaseModel], ref: str, mir
     typer.echo(bytes(JSONResponse(shape.model_validate(answer).model_dump(mode="json")).body).decode())
 
 
+def _from_mirror(
+    read: Callable[..., dict[str, Any] | None], shape: type[BaseModel], key: str, mirror: Path,
+    version: int | None, recorded_as_of: str | None, said_as_of: str | None,
+) -> None:
+    """`claims audit show` and `history`: one read of the mirror at the cut, printed as the server sends it."""
+    with exit_on_errors():
+        cut = _cut(version, recorded_as_of, said_as_of)
+        local = Mirror(mirror, create=False)
+    try:
+        _answer(read(local, key, **cut), shape, key, mirror)
+    finally:
+        local.close()
+
+
 @audit_app.command("show")
 def show(
     key: Annotated[str, typer.Argument(help="The claim's key or id.")], mirror: MirrorOption,
     version: VersionOption = None, recorded_as_of: RecordedOption = None, said_as_of: SaidOption = None,
 ) -> None:
     """A claim as GET /v1/claims/{id} served it for the same cut (JSON), from the mirror alone."""
-    with exit_on_errors():
-        cut = _cut(version, recorded_as_of, said_as_of)
-        local = Mirror(mirror, create=False)
-    try:
-        _answer(local.claim_at(key, **cut), ClaimView, key, mirror)
-    finally:
-        local.close()
+    _from_mirror(Mirror.claim_at, ClaimView, key, mirror, version, recorded_as_of, said_as_of)
 
 
 @audit_app.command("history")
@@ -234,13 +242,7 @@ def history(
     version: VersionOption = None, recorded_as_of: RecordedOption = None, said_as_of: SaidOption = None,
 ) -> None:
     """Every event of a claim as GET /v1/claims/{id}/history served it (JSON), from the mirror alone."""
-    with exit_on_errors():
-        cut = _cut(version, recorded_as_of, said_as_of)
-        local = Mirror(mirror, create=False)
-    try:
-        _answer(local.history_at(key, **cut), ClaimHistory, key, mirror)
-    finally:
-        local.close()
+    _from_mirror(Mirror.history_at, ClaimHistory, key, mirror, version, recorded_as_of, said_as_of)
 
 
 audit_key_app = typer.Typer(
