@@ -91,6 +91,15 @@ class SelectsOriginators(Protocol):
         ...
 
 
+@runtime_checkable
+class FindsPositions(Protocol):
+    """A recorder that finds where one event of an originator is in the log."""
+
+    def position_of(self, originator_id: UUID, originator_version: int) -> int | None:
+        """The notification id of the originator's event at that version; None when there is none."""
+        ...
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one command did: the event that holds it, or the error that refused it."""
@@ -404,6 +413,13 @@ class Ledger(Application[UUID]):
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+    def position_of(self, claim_id: UUID, version: int) -> int | None:
+        """Where a claim's event at `version` is in the log, read from the event store;
+        None when the store has no such event (or its recorder cannot say)."""
+        if not isinstance(self.recorder, FindsPositions):
+            return None
+        return self.recorder.position_of(claim_id, version)
 
     def _exists(self, claim_id: UUID) -> bool:
         return bool(self.recorder.select_events(claim_id, limit=1))

@@ -1,4 +1,9 @@
-"""The library's PostgreSQL recorder, with each write's transaction sent in one round trip.
+"""The library's recorders, with what the ledger asks of them beyond the library's interface.
+
+On both databases: `position_of`, where one event of a claim is in the log (a retried write
+answers with the position its first attempt was recorded at, projected yet or not).
+
+On PostgreSQL, each write's transaction is also sent in one round trip.
 
 `PostgresApplicationRecorder.insert_events` wraps its statements in psycopg's transaction
 block inside a pipeline, which syncs the pipeline on the way in and twice on the way out,
@@ -24,6 +29,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg import Connection, Cursor
 from psycopg.pq import TransactionStatus
@@ -95,6 +101,18 @@ class PipelinedRecorder(PostgresApplicationRecorder):
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table}"
             " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        self.select_position_statement = SQL(
+            "SELECT notification_id FROM {schema}.{table} WHERE originator_id = %s AND originator_version = %s"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library's select_events
+    def position_of(self, originator_id: UUID, originator_version: int) -> int | None:
+        """The notification id of the originator's event at that version (its primary key
+        finds it); None when there is none."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_position_statement, (originator_id, originator_version), prepare=True)
+            row = curs.fetchone()
+            return None if row is None else int(row["notification_id"])
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library's select_events
     def select_originators(self, originator_ids: Sequence[UUID]) -> list[DictRow]:
@@ -158,3 +176,21 @@ class PipelinedRecorder(PostgresApplicationRecorder):
                 self._insert_arrays_statement.as_bytes(conn),
             )
         return self._statements
+
+
+class SQLiteRecorder(SQLiteApplicationRecorder):
+    """The library's SQLite recorder, with `position_of` (the notification id is the rowid)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.select_position_statement = (
+            f"SELECT rowid FROM {self.events_table_name} WHERE originator_id = ? AND originator_version = ?"
+        )
+
+    def position_of(self, originator_id: UUID, originator_version: int) -> int | None:
+        """The notification id of the originator's event at that version (its primary key
+        finds it); None when there is none."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self.select_position_statement, (originator_id.hex, originator_version))
+            row = c.fetchone()
+            return None if row is None else int(row[0])

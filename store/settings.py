@@ -412,6 +412,8 @@ class Database:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             return {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                # The library's recorder, with a lookup of one event's position (store/recorder.py).
+                "APPLICATION_RECORDER_TOPIC": "store.recorder:SQLiteRecorder",
                 "SQLITE_DBNAME": self.path,
                 "SQLITE_LOCK_TIMEOUT": str(self.settings.sqlite_lock_timeout),
             }

@@ -110,21 +110,12 @@ class Services:
             )
 
     def position_of(self, claim_id: UUID, version: int) -> int:
-        """The log position of a claim's event: exact once projected, else an upper bound.
-
-        An upper bound is still a correct `min_position`: reading at it sees the event.
-        """
-        head = 0
-        for attempt in range(2):
-            history = self.runtime.read.history(str(claim_id))
-            for event in (history or {}).get("events", []):
-                if event["version"] == version:
-                    return int(event["position"])
-            if attempt == 0:
-                head = self.log_head()
-                if not self.runtime.read.wait_for(head, self.settings.min_position_wait):
-                    break
-        return head
+        """The log position of a claim's event, read from the event store: what a retried
+        write answers with, whether the projections have reached it or not."""
+        position = self.runtime.ledger.position_of(claim_id, version)
+        if position is None:  # the outcome named an event the ledger has just read or written
+            raise RuntimeError(f"the event store has no event {version} of claim {claim_id}")
+        return position
 
 
 # Dependencies are `async def` unless they block: FastAPI runs a plain `def` dependency in

@@ -95,6 +95,33 @@ def test_a_retry_after_a_crash_before_the_key_was_kept_is_an_idempotent_act_retr
     assert api.services.runtime.ledger.max_position() == committed.position
 
 
+def test_a_retry_answers_where_the_act_is_in_the_log_though_nothing_is_projected(
+    api_without_projections: Api,
+) -> None:
+    """The first attempt's answer was lost, later writes moved the log on, and the
+    projections are behind: the retry still answers with the act's own position (an
+    auditor asks for its inclusion proof with it), read from the event store."""
+    api = api_without_projections
+    api.register()
+    body = story.peskov_denies()
+    del body["act_id"]
+    key = "lost-answer"
+    principal = api.services.tokens.authenticate(api.token("recorder"))
+    assert principal is not None
+    act_id = derived_act_id(principal.token_id, key)
+    committed = api.services.runtime.ledger.execute_one(RecordAct.build("deny", story.KEY, {**body, "act_id": act_id}))
+    for n in range(3):
+        assert api.post("/v1/claims", {"statement": f"Later claim {n}", "key": f"later-{n}"}).status_code == 201
+    head = api.services.runtime.ledger.max_position()
+    assert committed.position is not None and head == committed.position + 3
+    retry = api.post(f"/v1/claims/{story.KEY}/denials", body, headers={"Idempotency-Key": key})
+    assert retry.status_code == 200
+    assert retry.json() == {"act_id": act_id, "version": committed.version, "position": committed.position}
+    registration = api.post("/v1/claims", {"statement": "Later claim 0", "key": "later-0"})
+    assert registration.status_code == 200 and registration.json()["position"] == committed.position + 1
+    assert api.services.runtime.ledger.max_position() == head
+
+
 def test_concurrent_requests_with_one_key_write_once(api: Api) -> None:
     api.register()
     body = story.elton_asserts()

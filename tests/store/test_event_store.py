@@ -301,3 +301,19 @@ def test_the_claim_cache_holds_as_many_claims_as_the_settings_say(
             ledger.close()
     with pytest.raises(InvalidInput, match="at least 1"):
         open_ledger(database, claim_cache_size=0)
+
+
+def test_the_store_says_where_each_event_of_a_claim_is_in_the_log(ledger: Ledger) -> None:
+    """`position_of` reads the position from the event store itself (a retried write answers
+    with it before the projections have caught up), on both databases."""
+    first = ledger.register_claim(STATEMENT, key=CLAIM_KEY)
+    other = ledger.register_claim("Another statement", key="another")
+    act = ledger.assert_claim(CLAIM_KEY, **elton_asserts())
+    assert first.claim_id is not None and other.claim_id is not None and act.claim_id == first.claim_id
+    assert ledger.position_of(first.claim_id, 1) == first.position == 1
+    assert ledger.position_of(other.claim_id, 1) == other.position == 2
+    assert ledger.position_of(first.claim_id, 2) == act.position == 3
+    logged = {(UUID(e.claim_id), e.version): e.position for e in ledger.read_log(0, 10)}
+    assert logged == {(first.claim_id, 1): 1, (other.claim_id, 1): 2, (first.claim_id, 2): 3}
+    assert ledger.position_of(first.claim_id, 3) is None
+    assert ledger.position_of(claim_id_for_key("no such claim"), 1) is None
