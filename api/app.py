@@ -91,8 +91,12 @@ def open_services(
         if runtime is None:
             rt.close()
         raise
+    standby_lookups = {} if rt.replicas is None else {
+        id(standby): Lookups(standby.database, min(settings.threads, LOOKUP_CONNECTIONS))
+        for standby in rt.replicas.standbys
+    }
     return Services(rt, settings, writer, tokens, idempotency, metrics, run_projections, lookups, engine_thread,
-                    witnessing=witnessing)
+                    witnessing=witnessing, standby_lookups=standby_lookups)
 
 
 def stream_limits(services: Services) -> StreamLimits:
@@ -145,6 +149,8 @@ def create_app(
             await follower.close()  # ends the open streams
             del app.state.follower
             await services.lookups.aclose()
+            for standby in services.standby_lookups.values():
+                await standby.aclose()
             if services.link is not None:
                 await services.link.close()
             # The writer commits what is queued, forwarded writes included, and answers them.

@@ -344,8 +344,12 @@ class WitnessHealth(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "degraded", "unavailable"] = Field(
-        description="degraded: the ledger works but a witness does not cosign (see witnesses), or a read replica"
-        " is behind or unreachable (see replicas).",
+        description="degraded: the ledger works but a witness does not cosign (see witnesses), a read replica"
+        " is behind or unreachable (see replicas), or the primary database is unreachable while a read replica"
+        " within the allowed lag serves the reads (writes: unavailable).",
+    )
+    writes: Literal["ok", "unavailable"] = Field(
+        default="ok", description="unavailable: the primary database cannot be reached and writes are refused (503).",
     )
     database: str = Field(description="'ok', or why the database cannot be used.")
     checkpoints: CheckpointHealth = Field(

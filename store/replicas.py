@@ -117,9 +117,17 @@ class ReadRouter:
             standby.close()
 
     # Where a read goes.
-    def choose(self) -> ReadStore:
-        """A standby within the lag allowed (in turn, when several are), else the fallback."""
-        lags = self.lags()
+    def choose(self, *, wait: bool = True) -> ReadStore:
+        """A standby within the lag allowed (in turn, when several are), else the fallback.
+
+        `wait=False` (for the event loop, which must not wait on a probe): by the last measure,
+        when there has been one; an old measure is taken again in a thread of its own."""
+        if wait or not self.measured:
+            lags = self.lags()
+        else:
+            lags = self._lags
+            if time.monotonic() - self._probed >= PROBE_SECONDS and not self._probe_lock.locked():
+                threading.Thread(target=self.lags, name="claims-replica-probe", daemon=True).start()
         fit = [store for store, lag in zip(self.standbys, lags, strict=True) if lag.usable(self.max_lag_seconds)]
         if fit:
             return fit[next(self._turn) % len(fit)]
@@ -139,6 +147,11 @@ class ReadRouter:
         return self.choose().query(sql, params)
 
     # Lag.
+    @property
+    def measured(self) -> bool:
+        """Whether the lag has been measured at all since start-up."""
+        return self._probed != -float("inf")
+
     def lags(self) -> list[Lag]:
         """Each standby's lag, measured again when the last measure is older than PROBE_SECONDS."""
         if time.monotonic() - self._probed >= PROBE_SECONDS and self._probe_lock.acquire(blocking=False):

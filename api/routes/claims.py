@@ -183,11 +183,7 @@ async def current_claim(svc: Services, ref: str, if_none_match: str | None) -> R
     The view as the projections stored it is the answer: one lookup, no decoding, no
     re-encoding (it was written from the same fields, in the same order as ClaimView).
     """
-    if svc.runtime.replicas is not None:  # reads go to the standbys: through the read models
-        view = await anyio.to_thread.run_sync(svc.runtime.read.claim, ref)
-        found = None if view is None else (orjson.dumps(view), int(view["version"]))
-    else:
-        found = await svc.lookups.claim_view(ref)
+    found = await (await svc.read_lookups()).claim_view(ref)
     if found is None:
         return None
     body, version = found

@@ -6,7 +6,7 @@ import functools
 import re
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -69,6 +69,20 @@ class Services:
     host: WriterHost | None = None  # --workers: this worker's writer serves the others
     link: WriterLink | None = None  # --workers: this worker's writes go to the host's writer
     witnessing: Witnessing | None = None  # LEDGER_WITNESSES: checkpoints submitted, cosignatures kept
+    # LEDGER_READ_DATABASE_URL: each standby's lookups, by the id of its ReadStore in the router.
+    standby_lookups: dict[int, Lookups] = field(default_factory=dict)
+
+    async def read_lookups(self) -> Lookups:
+        """The lookups of the store a projection read goes to now: a standby's within the
+        allowed lag, else the primary's (or ReplicaBehind, 503, when reads must not fall back)."""
+        replicas = self.runtime.replicas
+        if replicas is None:
+            return self.lookups
+        if replicas.measured:
+            store = replicas.choose(wait=False)
+        else:  # the first read after start-up waits for the first measure, in a worker thread
+            store = await anyio.to_thread.run_sync(replicas.choose)
+        return self.standby_lookups.get(id(store), self.lookups)
 
     async def write(self, command: Command, credential: Credential | None = None) -> Outcome:
         """The command's committed outcome (its error raised), waited for on the event loop;

@@ -54,18 +54,23 @@ def healthz(response: Response, svc: ServicesDep) -> Any:
         engine = "external"
     else:
         engine = "running" if svc.engine_thread is not None and svc.engine_thread.is_alive() else "stopped"
-    healthy = problem is None and engine != "stopped" and rolled_back is None
-    response.status_code = 200 if healthy else 503
-    if not healthy:
-        response.headers["Retry-After"] = "2"
     witnesses = svc.witnessing.health() if svc.witnessing is not None else []
     replicas = runtime.replicas
     standbys = [] if replicas is None else [lag.health(replicas.max_lag_seconds) for lag in replicas.lags()]
+    # Without the primary, a standby within the allowed lag still serves every read: the
+    # node stays in its load balancer's pool (200, degraded) and refuses writes (503) alone.
+    reads_go_on = problem is not None and any(r["status"] == "ok" for r in standbys)
+    healthy = (problem is None or reads_go_on) and engine != "stopped" and rolled_back is None
+    response.status_code = 200 if healthy else 503
+    if not healthy:
+        response.headers["Retry-After"] = "2"
     # A witness that does not cosign leaves the ledger usable (200): degraded, naming it.
     # So does a standby too far behind: its reads go to the primary, or are refused.
-    degraded = any(w["status"] == "failing" for w in witnesses) or any(r["status"] != "ok" for r in standbys)
+    degraded = (reads_go_on or any(w["status"] == "failing" for w in witnesses)
+                or any(r["status"] != "ok" for r in standbys))
     return {
         "status": "unavailable" if not healthy else "degraded" if degraded else "ok",
+        "writes": "ok" if problem is None else "unavailable",
         "witnesses": witnesses,
         "replicas": standbys,
         "checkpoints": {"status": "refused" if rolled_back else "ok", "reason": rolled_back},

@@ -30,7 +30,7 @@ def test_healthz_answers_503_with_the_engine_stopped_once_the_projection_engine_
     assert stopped.status_code == 503
     assert stopped.headers["Retry-After"] == "2"
     assert stopped.json() == {
-        "status": "unavailable", "database": "ok", "backend": api.services.runtime.database.backend,
+        "status": "unavailable", "writes": "ok", "database": "ok", "backend": api.services.runtime.database.backend,
         "projections": {"position": 3, "head": 3, "lag": 0, "engine": "stopped", "lease": None}, "witnesses": [],
         "replicas": [], "checkpoints": {"status": "ok", "reason": None},
     }

@@ -25,6 +25,9 @@ import httpx
 import psycopg
 import pytest
 
+from store.db import ReadStore
+from store.replicas import ReadRouter
+from store.settings import Database, Settings
 from tests.reliability.checks import (
     assert_acknowledged_writes_stored,
     assert_each_act_stored_once,
@@ -95,6 +98,8 @@ def test_reads_come_from_the_standby_and_min_position_waits_on_its_own_projectio
             second = assertion(http, "second")
             node.wait_projected()  # the primary's projections hold it; the standby's do not
             assert act_ids(http) == ["first"]  # served by the standby, as it stands
+            stale = http.get(f"/v1/claims/{HOT_KEY}")  # the fast lane's lookup too, on the standby
+            assert stale.status_code == 200 and stale.headers["ETag"] == '"2"', stale.text
             waited = http.get(f"/v1/claims/{HOT_KEY}/history", params={"min_position": second["position"]})
             assert waited.status_code == 503 and waited.headers["Retry-After"], waited.text
             assert "have not reached position" in waited.json()["detail"]
@@ -125,6 +130,8 @@ def test_a_standby_too_far_behind_sends_reads_to_the_primary_or_refuses_them(
             health = falls_back.health()
             assert health["status"] == "degraded" and health["replicas"][0]["lag_seconds"] > 1, health
             assert "while-paused" in act_ids(http, min_position=late["position"])  # from the primary
+            current = http.get(f"/v1/claims/{HOT_KEY}")  # the fast lane's lookup, on the primary too
+            assert current.status_code == 200 and current.headers["ETag"] == f'"{late["version"]}"', current.text
             metrics = http.get("/metrics").text
             assert f'claims_replica_usable{{replica="127.0.0.1:{standby.port}"}} 0.0' in metrics
             assert "claims_replica_lag_bytes" in metrics
@@ -134,9 +141,33 @@ def test_a_standby_too_far_behind_sends_reads_to_the_primary_or_refuses_them(
             assert refused.status_code == 503 and refused.headers["Retry-After"], refused.text
             assert refused.json()["type"].endswith(":replica-behind"), refused.json()
             assert "no read replica is within 1 s" in refused.json()["detail"]
+            refused = refusing.get(f"/v1/claims/{HOT_KEY}")  # by the fast lane's lookup too
+            assert refused.status_code == 503 and refused.headers["Retry-After"], refused.text
+            assert refused.json()["type"].endswith(":replica-behind"), refused.json()
         wait_until(lambda: refuses.health()["replicas"][0]["status"] == "ok", 10, "the standby catches up")
         assert "while-paused" in act_ids(refusing, min_position=late["position"])
         assert refuses.health()["status"] == "ok"
+
+
+def test_the_event_loop_reads_where_the_last_measure_says_and_never_waits_for_a_probe(pair: Pair) -> None:
+    """`choose(wait=False)`, as the fast lane's lookups ask it: the first time it measures, then
+    it answers by the last measure at once, and an old measure is taken again in the background."""
+    primary, standby = pair
+    store = ReadStore(Database.from_url(primary.url(SCHEMA), Settings(read_max_lag_seconds=0.5)), 2)
+    router = ReadRouter(store, [standby.url(SCHEMA)], pool_size=2)
+    try:
+        assert not router.measured
+        assert router.choose(wait=False) is router.standbys[0]
+        assert router.measured
+        with replay_paused(standby), psycopg.connect(primary.url(SCHEMA).split("?")[0], autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS public.router_probe (n int)")
+            conn.execute("INSERT INTO public.router_probe VALUES (1)")
+            wait_until(lambda: router.choose(wait=False) is router.primary, 10, "reads go to the primary")
+            assert router.lags()[0].lag_bytes and router.lags()[0].paused
+        wait_until(lambda: router.choose(wait=False) is router.standbys[0], 10, "reads go back to the standby")
+    finally:
+        router.close()
+        store.close()
 
 
 OUTAGE_CLAIMS = [f"primary-outage-{i}" for i in range(3)]
@@ -205,8 +236,10 @@ def test_with_the_primary_stopped_writes_are_refused_reads_go_on_from_the_standb
             t.join(60)
     assert node.starts == 1 and node.process is not None and node.process.poll() is None
 
-    # While the primary was down: /healthz 503 naming it, the standby still ok, reading.
-    assert during["status"] == "unavailable" and str(during["database"]).startswith("postgres unreachable"), during
+    # While the primary was down: /healthz 200, degraded, naming it; writes unavailable; the
+    # standby still ok, reading (a load balancer keeps the node for its reads).
+    assert during["status"] == "degraded" and during["writes"] == "unavailable", during
+    assert str(during["database"]).startswith("postgres unreachable"), during
     replica = during["replicas"][0]
     assert replica["name"] == f"127.0.0.1:{standby.port}", replica
     assert replica["status"] == "ok" and replica["lag_bytes"] is None, replica
@@ -216,7 +249,7 @@ def test_with_the_primary_stopped_writes_are_refused_reads_go_on_from_the_standb
     reads = [p for p in outage if p[1] == read_path]
     assert reads and all(p[2] == 200 for p in reads), [(p[2], p[4]) for p in reads if p[2] != 200][:3]
     health = [p for p in outage if p[1] == "/healthz"]
-    assert health and all(p[2] == 503 for p in health), [(p[2], p[4]) for p in health]
+    assert health and all(p[2] == 200 for p in health), [(p[2], p[4]) for p in health]
     # Writes: prompt 503 problem documents with Retry-After, never a hang.
     refused = [a for a in clients.answers if not a.ok]
     assert refused, "no write was refused during the outage: the test proved nothing"
