@@ -295,7 +295,11 @@ class ProjectionHealth(BaseModel):
     position: int | None
     head: int | None = Field(description="Newest position in the event log.")
     lag: int | None
-    engine: Literal["running", "stopped", "external"]
+    engine: Literal["running", "failing", "stopped", "external"] = Field(
+        description="failing: the engine runs but its batch fails (see error) and is retried every second: the read"
+        " models stay at position until the cause is fixed.",
+    )
+    error: str | None = Field(default=None, description="Why the engine's last batch failed (engine failing).")
     lease: Literal["leader", "standby", "sole"] | None = Field(
         default=None,
         description="On PostgreSQL, whether this node's engine holds the lease and applies the log (leader) or waits"

@@ -263,6 +263,9 @@ class ProjectionEngine:
         # (store/lease.py); the others stand by and take over when its session ends.
         self.lease = Lease(store.database, f"projections {prefix}")
         self.lease_retry = store.database.settings.lease_retry_seconds
+        # Why the last batch failed, while `run` retries it (None once one succeeds): an event
+        # the read models cannot take stops them at the position before it (/healthz says so).
+        self.failure: str | None = None
 
     # Schema.
     def ensure_tables(self) -> None:
@@ -732,10 +735,18 @@ class ProjectionEngine:
                     log.warning("projection paused: %s", e)
                     stop.wait(1.0)
                     continue
-                except Exception:
-                    log.exception("projection batch failed; retrying")
+                except Exception as e:
+                    if self.failure is None:  # the traceback once; the retries every second are quiet
+                        log.exception("projection batch failed; retrying")
+                    try:
+                        after = f" after position {self.position()}"
+                    except Exception:  # the error is the news; where it stopped, a detail
+                        after = ""
+                    self.failure = (f"the events{after} cannot be projected ({type(e).__name__}: {str(e)[:800]}); "
+                                    "retried every second. `claims verify` finds an event that breaks the rules")
                     stop.wait(1.0)
                     continue
+                self.failure = None
                 if applied:
                     began = started if applied < self.batch_size else -math.inf
                     spacing = max(self.batch_interval, (time.thread_time() - cpu) * BATCH_SPACING)

@@ -54,6 +54,9 @@ def healthz(response: Response, svc: ServicesDep) -> Any:
         engine = "external"
     else:
         engine = "running" if svc.engine_thread is not None and svc.engine_thread.is_alive() else "stopped"
+    failure = runtime.engine.failure if engine == "running" else None
+    if failure is not None:
+        engine = "failing"
     witnesses = svc.witnessing.health() if svc.witnessing is not None else []
     replicas = runtime.replicas
     standbys = [] if replicas is None else [lag.health(replicas.max_lag_seconds) for lag in replicas.lags()]
@@ -66,7 +69,8 @@ def healthz(response: Response, svc: ServicesDep) -> Any:
         response.headers["Retry-After"] = "2"
     # A witness that does not cosign leaves the ledger usable (200): degraded, naming it.
     # So does a standby too far behind: its reads go to the primary, or are refused.
-    degraded = (reads_go_on or any(w["status"] == "failing" for w in witnesses)
+    # So does an engine whose batch fails: reads are answered, from read models that stand still.
+    degraded = (reads_go_on or failure is not None or any(w["status"] == "failing" for w in witnesses)
                 or any(r["status"] != "ok" for r in standbys))
     return {
         "status": "unavailable" if not healthy else "degraded" if degraded else "ok",
@@ -79,8 +83,8 @@ def healthz(response: Response, svc: ServicesDep) -> Any:
         "projections": {
             "position": position, "head": head,
             "lag": None if position is None or head is None else max(0, head - position),
-            "engine": engine,
-            "lease": runtime.engine.lease.role if engine == "running" else None,
+            "engine": engine, "error": failure,
+            "lease": runtime.engine.lease.role if engine in ("running", "failing") else None,
         },
     }
 
