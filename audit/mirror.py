@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 import client
 from audit.chain import ChainCheck
 from audit.remote import (
@@ -144,7 +146,7 @@ class Mirror:
         for position, digest, text in self.db.execute(
             "SELECT position, hash, body FROM events WHERE claim_id = ? ORDER BY version", (claim_id,)
         ):
-            body = json.loads(text)
+            body = orjson.loads(text)
             body["hash"] = digest
             found.append((int(position), body))
         return found
@@ -198,7 +200,10 @@ class Mirror:
         """A feed item taken by the replay (inside the transaction). The body is kept as JSON text, not
         as its RFC 8785 bytes, which write 2.0 as 2: folded again, it must give the values served."""
         body = item["body"]
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        try:  # orjson writes what json would here, several times faster
+            text = orjson.dumps(body).decode()
+        except orjson.JSONEncodeError:  # a lone surrogate, an integer past 64 bits
+            text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         self._pending.append((leaf, item["position"], body["claim_id"], body["version"], str(item["hash"]), text))
         if len(self._pending) >= INSERT_BATCH:
             self.flush()
