@@ -290,6 +290,13 @@ class RequestContext:
             await send(message)
 
         try:
+            refusal = _host_refusal(scope)
+            if refusal is not None:
+                await problems.problem_response(
+                    400, refusal, code="invalid-host", title="Invalid Host header", instance=scope["path"],
+                    request_id=request_id,
+                )(scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unexpected error on %s %s (request %s)", scope["method"], scope["path"], request_id)
@@ -301,6 +308,17 @@ class RequestContext:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "unmatched"
                 services.metrics.observe_request(scope["method"], template, status, time.perf_counter() - started)
+
+
+def _host_refusal(scope: Scope) -> str | None:
+    """Why RFC 9112 (section 3.2) has a server answer 400: an HTTP/1.1 request without a Host
+    header, or any request with more than one; else None. (uvicorn's parser lets both through.)"""
+    hosts = sum(1 for name, _ in scope["headers"] if name == b"host")
+    if hosts > 1:
+        return f"the request has {hosts} Host headers; send exactly one (RFC 9112 section 3.2)"
+    if hosts == 0 and scope.get("http_version") == "1.1":
+        return "an HTTP/1.1 request must carry a Host header, e.g. 'Host: ledger.example' (RFC 9112 section 3.2)"
+    return None
 
 
 class BodyGuard:

@@ -296,9 +296,13 @@ UNKNOWN = b"GET /v1/claims/no-such-claim"
 
 # Each kind docs/api.md lists as passed on to the app, and the app's answer.
 ACCEPTED: dict[str, tuple[bytes, int]] = {
-    "HTTP/1.1 without Host": (UNKNOWN + b" HTTP/1.1\r\nConnection: close\r\n\r\n", 404),
+    # RFC 9112 section 3.2: the app refuses these two (400), as the parser does not.
+    "HTTP/1.1 without Host": (UNKNOWN + b" HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+    "two Host headers": (UNKNOWN + b" HTTP/1.1\r\nHost: ledger\r\nHost: other\r\nConnection: close\r\n\r\n", 400),
+    "two Host headers in a write": (b"POST /v1/claims HTTP/1.1\r\nHost: ledger\r\nHost: other\r\n"
+                                    b"Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                                    400),
     "HTTP/1.0 without Host": (UNKNOWN + b" HTTP/1.0\r\n\r\n", 404),
-    "two Host headers": (UNKNOWN + b" HTTP/1.1\r\nHost: ledger\r\nHost: other\r\nConnection: close\r\n\r\n", 404),
     "HTTP/2.0 in an HTTP/1 request line": (UNKNOWN + b" HTTP/2.0\r\nHost: ledger\r\n\r\n", 404),
     "no version (the HTTP/0.9 form)": (UNKNOWN + b"\r\n\r\n", 404),
     "empty lines before the request line": (b"\r\n\r\n" + UNKNOWN + b" HTTP/1.1\r\nHost: ledger\r\nConnection: close\r\n\r\n",
