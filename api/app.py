@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import problems
 from api.body import BODY_METHODS, PARSED_BODY, unparsed_bodies
 from api.lookups import Lookups
-from api.metrics import ApiMetrics, LeaseCollector, ReplicaCollector
+from api.metrics import ApiMetrics, LeaseCollector, ReplicaCollector, StreamCollector
 from api.routes import acts, audit, claims, events, health, parties, streams, tiles
 from api.routes.deps import ApiSettings, Services, read_access
 from api.routes.fast import FastLane, lanes_of
@@ -142,6 +142,7 @@ def create_app(
             await _join_writer(services, writer_socket, hosts_writer)
         app.state.services = services
         app.state.follower = follower = Follower(services.runtime.read, services.runtime.ledger, stream_limits(services))
+        services.metrics.add_collector(StreamCollector(follower))
         await follower.start()
         try:
             yield

@@ -17,6 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from domain.ledger import Outcome
+from service.follower import Follower
 from store.lease import SOLE, Lease
 from store.replicas import ReadRouter
 
@@ -42,6 +43,24 @@ class ProjectionCollector(Collector):
         yield GaugeMetricFamily("claims_log_head_position", "Newest position in the event log", value=head)
         yield GaugeMetricFamily("claims_projection_lag_events", "Events written but not yet projected",
                                 value=max(0, head - position))
+
+
+class StreamCollector(Collector):
+    """The Server-Sent Event streams of this process (service/follower.py): how many are open,
+    and how many it ended with `event: dropped` because their client read too slowly."""
+
+    def __init__(self, follower: Follower) -> None:
+        self.follower = follower
+
+    def collect(self) -> Iterator[Metric]:
+        open_ = GaugeMetricFamily("claims_streams_open", "Server-Sent Event streams open in this process",
+                                  labels=["stream"])
+        drops = CounterMetricFamily("claims_stream_drops", "Streams this process ended with `event: dropped`: their"
+                                    " client read too slowly for LEDGER_STREAM_BUFFER_EVENTS/_BYTES", labels=["stream"])
+        for kind, subs in self.follower.subscribers.items():
+            open_.add_metric([kind], float(len(subs)))
+            drops.add_metric([kind], float(self.follower.drops[kind]))
+        yield from (open_, drops)
 
 
 class LeaseCollector(Collector):

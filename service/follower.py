@@ -278,6 +278,7 @@ class Follower:
         self.ledger = ledger
         self.limits = limits
         self.subscribers: dict[str, set[Subscriber]] = {kind: set() for kind in KINDS}
+        self.drops: dict[str, int] = dict.fromkeys(KINDS, 0)  # streams ended with `event: dropped`, by kind
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._kick = threading.Event()  # a stream opened: look now
@@ -330,6 +331,7 @@ class Follower:
                 sub.offer(lo, hi, items)
                 if sub.dropped:  # its slot is free at once, whenever its client reads the end
                     subs.discard(sub)
+                    self.drops[kind] += 1
 
     # On the follower's thread.
     def _run(self) -> None:

@@ -5,15 +5,24 @@ with no event missed and none repeated."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from client import AsyncLedgerClient, Backoff, Forbidden, InvalidRequest, LedgerClient, StreamItem
 from client.core import StreamCursor
+from fixtures.generator import generate
+from fixtures.replay import import_fixture
+from store.event_store import open_ledger
+from store.settings import Database
 from tests.api import story
-from tests.client.conftest import Served
+from tests.client.conftest import Served, seed
+from tests.conftest import new_database_url
+from tests.reliability.server import LedgerServer, make_token
 
 FAST = Backoff(initial=0.05, cap=0.5)
 
@@ -112,3 +121,55 @@ def test_the_cursor_skips_repeats_and_comes_back_at_once_after_dropped() -> None
     assert call.headers["Last-Event-ID"] == "5" and call.params == {"after": 5}
     waits = [cursor.reconnect_after(None) for _ in range(6)]
     assert all(FAST.cap / 2 <= w <= FAST.cap for w in waits)  # from the server's retry (2 s), capped
+
+
+def burst(n: int, claims: int) -> list[bytes]:
+    """A generated fixture's lines for `claims` claims, their keys made unique to burst `n`."""
+    lines = []
+    for line in generate(claims, n):
+        for name in ("key", "claim"):
+            if name in line:
+                line[name] = f"b{n}-{line[name]}"
+        lines.append(orjson.dumps(line))
+    return lines
+
+
+def stream_drops(served: Served) -> float:
+    metrics = served.raw("GET", "/metrics", None).text
+    found = [line for line in metrics.splitlines() if line.startswith('claims_stream_drops_total{stream="events"} ')]
+    assert len(found) == 1, metrics[:2000]
+    return float(found[0].split()[-1])
+
+
+def test_a_reader_too_slow_for_its_buffer_is_dropped_and_resumes_with_no_gap_or_repeat(tmp_path: Path) -> None:
+    """A real server: while the client reads nothing, events land in batches its stream takes
+    live, until the sockets between are full and its buffer overflows. The server ends the
+    stream with `event: dropped` (counted in /metrics) and the client comes back at once from
+    the last event it took: what it yields is the feed, exactly."""
+    url = new_database_url("sqlite", tmp_path)
+    server = LedgerServer(url, tmp_path)
+    served = Served(server, {"auditor": make_token(url, "auditor")[1], "recorder": make_token(url, "recorder")[1]})
+    server.start()
+    try:
+        seed(served)
+        with served.client("auditor", backoff=FAST) as client:
+            stream = client.stream_events(after=0)
+            first = take(stream, 3)  # the seed story; the stream is live from here
+            ledger = open_ledger(Database.from_url(url))
+            try:
+                n = 0
+                while stream_drops(served) == 0:  # batches of about 500 events, under the 1,000 a stream keeps
+                    assert n < 400, "400 bursts and the stream was never dropped"
+                    import_fixture(ledger, burst(n, 50))
+                    n += 1
+                    time.sleep(0.05)  # the follower hands each its own batch
+                head = ledger.max_position()
+            finally:
+                ledger.close()
+            items = first + take(stream, head - 3)
+            stream.close()
+            logged = list(client.iter_events())
+        assert [i.position for i in items] == list(range(1, head + 1))
+        assert [i.data for i in items] == logged
+    finally:
+        server.kill()
