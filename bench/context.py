@@ -29,7 +29,7 @@ class Sizes:
 
 FULL = Sizes(
     single_write_rounds=3, single_claims=200, round_seconds=2.0,
-    http_seconds=10, http_clients=(1, 8, 32), data_events=100_000, large_events=1_000_000, budget_seconds=870,
+    http_seconds=10, http_clients=(1, 8, 32), data_events=100_000, large_events=1_000_000, budget_seconds=1_500,
     lag_seconds=10, lag_rate=500, read_seconds=8, read_connections=16, proofs=500, reference_proofs=2,
 )
 QUICK = Sizes(

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def _subscribers(ctx: Context, backend: str, service: LedgerService) -> list[Fig
         raise CouldNotRun(f"/healthz answered {status}")
     spec = {"port": port, "warm": WARM, "count": SUBSCRIBERS, "sample": SAMPLED, "after": health["projections"]["head"]}
     listeners = subprocess.Popen(
-        [sys.executable, "-m", "bench.rows_streams", "subscribe", json.dumps(spec)], env=child_env(),
+        [sys.executable, "-m", "bench.rows_streams", "subscribe", _spec_file(spec, ctx.stores.dir)], env=child_env(),
         cwd=ctx.stores.dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
@@ -175,8 +176,16 @@ def _rss_kib(pid: int) -> float:
     raise CouldNotRun(f"no VmRSS for process {pid}")
 
 
+def _spec_file(spec: Json, directory: Path) -> str:
+    """A child's task spec, in a file: the claim keys of the main dataset are more than one
+    command-line argument may hold (the kernel's 128 KiB)."""
+    path = directory / f"streams-spec-{uuid.uuid4().hex}.json"
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
 def _run_child(task: str, spec: Json, cwd: Path, timeout: float) -> Json:
-    done = subprocess.run([sys.executable, "-m", "bench.rows_streams", task, json.dumps(spec)], env=child_env(),
+    done = subprocess.run([sys.executable, "-m", "bench.rows_streams", task, _spec_file(spec, cwd)], env=child_env(),
                           cwd=cwd, capture_output=True, timeout=timeout)
     if done.returncode != 0:
         raise CouldNotRun(f"{task} exited {done.returncode}: {tail(done.stderr.decode())}")
@@ -335,7 +344,7 @@ async def _write(spec: Json) -> Json:
 
 
 def main(argv: list[str]) -> int:
-    task, spec = argv[0], json.loads(argv[1])
+    task, spec = argv[0], json.loads(Path(argv[1]).read_text())
     with contextlib.suppress(ImportError):  # uvloop comes with uvicorn[standard]
         import uvloop
 
