@@ -13,6 +13,7 @@ from api.idempotency import derived_act_id, run_once
 from api.problems import Problem
 from domain.commands import RecordAct
 from domain.errors import StoreUnavailable, UnknownClaim, VersionMismatch
+from domain.ledger import Outcome
 from store.db import ReadStore
 from store.idempotency import TABLE, IdempotencyStore, KeptResponse
 from store.settings import Database
@@ -76,19 +77,25 @@ def test_a_refused_request_is_not_kept_so_its_retry_is_answered_afresh(api: Api)
     assert retry.status_code == 201
 
 
-def test_a_retry_after_a_crash_before_the_key_was_kept_is_an_idempotent_act_retry(api: Api) -> None:
-    """The server committed the act, then died before keeping the response: the retry
-    finds no kept response, but the act_id derived from the key makes it the same act."""
+def denial_committed_unanswered(api: Api, key: str) -> tuple[Json, str, Outcome]:
+    """The seed claim registered, then Peskov's denial committed as a POST with `key` (and no
+    act_id) would have committed it, with no answer kept: (the POST's body, its act_id, the
+    outcome)."""
     api.register()
     body = story.peskov_denies()
     del body["act_id"]
-    key = "peskov-denial-attempt-1"
     principal = api.services.tokens.authenticate(api.token("recorder"))
     assert principal is not None
     act_id = derived_act_id(principal.token_id, key)
-    committed = api.services.runtime.ledger.execute_one(
-        RecordAct.build("deny", story.KEY, {**body, "act_id": act_id})
-    )
+    committed = api.services.runtime.ledger.execute_one(RecordAct.build("deny", story.KEY, {**body, "act_id": act_id}))
+    return body, act_id, committed
+
+
+def test_a_retry_after_a_crash_before_the_key_was_kept_is_an_idempotent_act_retry(api: Api) -> None:
+    """The server committed the act, then died before keeping the response: the retry
+    finds no kept response, but the act_id derived from the key makes it the same act."""
+    key = "peskov-denial-attempt-1"
+    body, act_id, committed = denial_committed_unanswered(api, key)
     retry = api.post(f"/v1/claims/{story.KEY}/denials", body, headers={"Idempotency-Key": key})
     assert retry.status_code == 200
     assert retry.json() == {"act_id": act_id, "version": committed.version, "position": committed.position}
@@ -102,14 +109,8 @@ def test_a_retry_answers_where_the_act_is_in_the_log_though_nothing_is_projected
     projections are behind: the retry still answers with the act's own position (an
     auditor asks for its inclusion proof with it), read from the event store."""
     api = api_without_projections
-    api.register()
-    body = story.peskov_denies()
-    del body["act_id"]
     key = "lost-answer"
-    principal = api.services.tokens.authenticate(api.token("recorder"))
-    assert principal is not None
-    act_id = derived_act_id(principal.token_id, key)
-    committed = api.services.runtime.ledger.execute_one(RecordAct.build("deny", story.KEY, {**body, "act_id": act_id}))
+    body, act_id, committed = denial_committed_unanswered(api, key)
     for n in range(3):
         assert api.post("/v1/claims", {"statement": f"Later claim {n}", "key": f"later-{n}"}).status_code == 201
     head = api.services.runtime.ledger.max_position()
