@@ -135,7 +135,7 @@ def test_healthz_reports_database_and_projection_position_and_lag(api: Api) -> N
 def test_healthz_reports_lag_when_projections_are_external(api_without_projections: Api) -> None:
     api_without_projections.register()
     body = api_without_projections.client.get("/healthz").json()
-    assert body["projections"] == {"position": 0, "head": 1, "lag": 1, "engine": "external",
+    assert body["projections"] == {"position": 0, "head": 1, "lag": 1, "engine": "external", "error": None,
                                    "lease": None}
 
 
