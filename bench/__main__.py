@@ -20,9 +20,9 @@ Rows (each beside its baseline, measured in this run on this machine):
     the NDJSON feed
  12. the web pages: a claim's page and the home page beside the JSON reads they render, the
     claim page's p99 at one connection, page weight
- 13. `claims audit --mirror`: the first audit (events/s, peak RSS; again at the large size), an
-    incremental audit of 1,000 new events beside a full audit of the same ledger, `claims audit show`
-    beside the time-travel GET
+ 13. `claims audit --mirror`: the first audit (events/s, peak RSS) and an incremental audit of 1,000
+    new events beside a full audit of the same ledger, both again at the large size; `claims audit
+    show` beside the time-travel GET
  14. several nodes on one PostgreSQL ledger: the projection engine's failover after a SIGKILL of the
     leader (p50/p99 over kills); HTTP writes spread over two nodes beside the same clients on one;
     reads of a claim by a node reading from a private hot standby beside one reading from its primary
