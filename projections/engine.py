@@ -99,6 +99,9 @@ STANCE_COLUMNS = ("holder_id", "claim_id", "party_id", "stance", "act_id", "said
 STANCE_PG_TYPES = ("text", "text", "text", "text", "text", "text", "bigint", "text")
 REVIEW_COLUMNS = ("reviewer_id", "claim_id", "act_id", "reg_position", "item")
 REVIEW_PG_TYPES = ("text", "text", "text", "bigint", "text")
+# One claim's keyed rows (a stance row by holder, a review row by reviewer): (claim_id, its rows
+# now, those the engine wrote last or None when it does not know them).
+RowChange = tuple[str, dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]] | None]
 SUBJECT_COLUMNS = ("subject", "claim_id", "reg_position")
 SUBJECT_PG_TYPES = ("text", "text", "bigint")
 SEARCH_COLUMNS = ("statement", "claim_id")
@@ -606,29 +609,15 @@ class ProjectionEngine:
         """The dirty claims' stance rows: only those that changed, for a claim whose rows the
         engine wrote last (one act changes one holder's row, unless it changes the claim's
         status, which every row carries); every row afresh for any other."""
-        t = self.tables
-        rewrite: list[str] = []  # claims whose rows are all deleted and written again
-        gone: list[tuple[str, str]] = []  # (holder_id, claim_id) of rows no longer there
-        write: list[tuple[Any, ...]] = []
+        changes: list[RowChange] = []
         for cid, fold in dirty.items():
             if not fold.acts:
                 continue
             rows = {row[0]: row for row in _stance_rows(cid, views[cid], reg_positions[cid])}
-            old = fold.stance_rows
-            if old is None:
-                rewrite.append(cid)
-                write.extend(rows.values())
-            else:
-                write.extend(row for holder, row in rows.items() if old.get(holder) != row)
-                gone.extend((holder, cid) for holder in old if holder not in rows)
+            changes.append((cid, rows, fold.stance_rows))
             fold.stance_rows = rows
-        for chunk in _chunks(rewrite, 500):
-            where, params = cur.in_list("claim_id", chunk)
-            cur.execute(f"DELETE FROM {t.stances} WHERE {where}", params)
-        if gone:
-            cur.delete_pairs(t.stances, ("holder_id", "claim_id"), gone)
-        cur.upsert_rows(
-            t.stances, STANCE_COLUMNS, STANCE_PG_TYPES, write,
+        self._write_changed_rows(
+            cur, self.tables.stances, "holder_id", STANCE_COLUMNS, STANCE_PG_TYPES, changes,
             "ON CONFLICT (holder_id, claim_id) DO UPDATE SET party_id = excluded.party_id,"
             " stance = excluded.stance, act_id = excluded.act_id, said_at = excluded.said_at,"
             " reg_position = excluded.reg_position, item = excluded.item",
@@ -640,32 +629,43 @@ class ProjectionEngine:
     ) -> None:
         """The dirty claims' review rows, as `_write_stances` writes stance rows (a claim
         never reviewed has none, and costs nothing here)."""
-        t = self.tables
-        rewrite: list[str] = []
-        gone: list[tuple[str, str]] = []
-        write: list[tuple[Any, ...]] = []
+        changes: list[RowChange] = []
         for cid, fold in dirty.items():
             if not fold.reviewed:
                 continue
             rows = {row[0]: row for row in _review_rows(cid, views[cid], reg_positions[cid])}
-            old = fold.review_rows
+            changes.append((cid, rows, fold.review_rows))
+            fold.review_rows = rows
+        self._write_changed_rows(
+            cur, self.tables.reviews, "reviewer_id", REVIEW_COLUMNS, REVIEW_PG_TYPES, changes,
+            "ON CONFLICT (reviewer_id, claim_id) DO UPDATE SET act_id = excluded.act_id,"
+            " reg_position = excluded.reg_position, item = excluded.item",
+        )
+
+    @staticmethod
+    def _write_changed_rows(
+        cur: Cursor, table: str, key_column: str, columns: Sequence[str], pg_types: Sequence[str],
+        changes: list[RowChange], on_conflict: str,
+    ) -> None:
+        """Per-claim rows keyed by `key_column` (a holder, a reviewer), from each claim's rows now
+        and those the engine wrote last (None: unknown, so all are deleted and written again):
+        only the changed rows written, the vanished ones deleted."""
+        rewrite: list[str] = []  # claims whose rows are all deleted and written again
+        gone: list[tuple[str, str]] = []  # (key, claim_id) of rows no longer there
+        write: list[tuple[Any, ...]] = []
+        for cid, rows, old in changes:
             if old is None:
                 rewrite.append(cid)
                 write.extend(rows.values())
             else:
-                write.extend(row for reviewer, row in rows.items() if old.get(reviewer) != row)
-                gone.extend((reviewer, cid) for reviewer in old if reviewer not in rows)
-            fold.review_rows = rows
+                write.extend(row for key, row in rows.items() if old.get(key) != row)
+                gone.extend((key, cid) for key in old if key not in rows)
         for chunk in _chunks(rewrite, 500):
             where, params = cur.in_list("claim_id", chunk)
-            cur.execute(f"DELETE FROM {t.reviews} WHERE {where}", params)
+            cur.execute(f"DELETE FROM {table} WHERE {where}", params)
         if gone:
-            cur.delete_pairs(t.reviews, ("reviewer_id", "claim_id"), gone)
-        cur.upsert_rows(
-            t.reviews, REVIEW_COLUMNS, REVIEW_PG_TYPES, write,
-            "ON CONFLICT (reviewer_id, claim_id) DO UPDATE SET act_id = excluded.act_id,"
-            " reg_position = excluded.reg_position, item = excluded.item",
-        )
+            cur.delete_pairs(table, (key_column, "claim_id"), gone)
+        cur.upsert_rows(table, columns, pg_types, write, on_conflict)
 
     def _reg_positions(self, cur: Cursor, claim_ids: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
